@@ -1,0 +1,77 @@
+"""SOMAD Inspector's headless core: fit a Self-Organizing-Map anomaly detector, score, evaluate, save.
+
+Importing this package never imports Qt. Typical use::
+
+    import core
+    data = core.open_dataset("bottle")
+    model = core.fit(data, core.SomadConfig())
+    report = core.evaluate(model, data)
+    model.save("bottle.somad")
+"""
+
+from core import metrics
+from core.api import (
+    DEMO_CONFIG,
+    estimate_memory,
+    evaluate,
+    extract_features,
+    fit,
+    score_paths,
+    store_thresholds,
+)
+from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
+from core.data import Dataset, Sample, find_categories, load_images, open_dataset, read_image, read_mask
+from core.demo import make_demo_dataset
+from core.devices import available_devices, resolve_device
+from core.errors import (
+    Cancelled,
+    ConfigError,
+    DataError,
+    ImageReadError,
+    ModelFileError,
+    ResourceError,
+    SomadError,
+    WeightsError,
+)
+from core.model import SomadModel
+from core.model_file import load_model
+from core.results import CategoryReport, ImageRecord, ImageResult
+
+__all__ = [
+    "DEMO_CONFIG",
+    "Cancelled",
+    "CategoryReport",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "FeatureConfig",
+    "ImageReadError",
+    "ImageRecord",
+    "ImageResult",
+    "ModelFileError",
+    "ResourceError",
+    "Sample",
+    "ScoringConfig",
+    "SomConfig",
+    "SomadConfig",
+    "SomadError",
+    "SomadModel",
+    "StatisticsConfig",
+    "WeightsError",
+    "available_devices",
+    "estimate_memory",
+    "evaluate",
+    "extract_features",
+    "find_categories",
+    "fit",
+    "load_images",
+    "load_model",
+    "make_demo_dataset",
+    "metrics",
+    "open_dataset",
+    "read_image",
+    "read_mask",
+    "resolve_device",
+    "score_paths",
+    "store_thresholds",
+]

@@ -1,0 +1,119 @@
+"""Pictures of results for people: heatmaps, overlays with defect contours, and the 4-panel figure.
+
+Pure numpy/OpenCV on RGB uint8 arrays, usable from the CLI, a worker thread or a test.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+COLORMAPS = {
+    "jet": cv2.COLORMAP_JET,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "magma": cv2.COLORMAP_MAGMA,
+    "turbo": cv2.COLORMAP_TURBO,
+}
+PREDICTED_COLOUR = (255, 40, 40)
+TRUTH_COLOUR = (40, 255, 40)
+
+
+def heatmap_rgb(anomaly_map: np.ndarray, vmin: float, vmax: float, colormap: str = "jet") -> np.ndarray:
+    """Map raw scores to colours, ``vmin`` -> the colormap's low end, ``vmax`` -> its high end."""
+    span = max(vmax - vmin, 1e-12)
+    scaled = np.clip((anomaly_map - vmin) / span, 0.0, 1.0)
+    grey = (scaled * 255.0 + 0.5).astype(np.uint8)
+    bgr = cv2.applyColorMap(grey, COLORMAPS.get(colormap, cv2.COLORMAP_JET))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def defect_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
+    """Pixels at or above the threshold."""
+    return anomaly_map >= threshold
+
+
+def contours_of(mask: np.ndarray) -> list[np.ndarray]:
+    """Outer contours of a boolean mask (OpenCV point arrays)."""
+    found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return list(found)
+
+
+def draw_contours(
+    image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], thickness: int = 0
+) -> np.ndarray:
+    """Copy of ``image`` with the outline of ``mask`` drawn; thickness 0 scales with the image size."""
+    out = np.ascontiguousarray(image.copy())
+    thickness = thickness or max(1, round(max(image.shape[:2]) / 256))
+    cv2.drawContours(out, contours_of(mask), -1, colour, thickness)
+    return out
+
+
+def blend(image: np.ndarray, colours: np.ndarray, opacity: float) -> np.ndarray:
+    """Alpha-blend a colour layer over an image."""
+    mixed = image.astype(np.float32) * (1.0 - opacity) + colours.astype(np.float32) * opacity
+    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+def annotate(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    threshold: float,
+    *,
+    vmin: float,
+    vmax: float,
+    opacity: float = 0.45,
+    colormap: str = "jet",
+    truth: np.ndarray | None = None,
+    caption: str | None = None,
+) -> np.ndarray:
+    """Overlay at the image's own resolution: heatmap, predicted contours, optional truth outline and caption."""
+    out = blend(image, heatmap_rgb(anomaly_map, vmin, vmax, colormap), opacity)
+    if truth is not None:
+        out = draw_contours(out, truth, TRUTH_COLOUR)
+    out = draw_contours(out, defect_mask(anomaly_map, threshold), PREDICTED_COLOUR)
+    if caption:
+        out = put_caption(out, caption)
+    return out
+
+
+def put_caption(image: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` on a dark band at the top of the image, sized to the image."""
+    out = image.copy()
+    scale = max(0.35, image.shape[1] / 700)
+    thickness = max(1, round(scale * 1.5))
+    (_tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    band = th + base + 8
+    out[:band] = (out[:band].astype(np.float32) * 0.35).astype(np.uint8)
+    cv2.putText(
+        out, text, (6, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA
+    )
+    return out
+
+
+def four_panel(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    threshold: float,
+    *,
+    vmin: float,
+    vmax: float,
+    truth: np.ndarray | None = None,
+    colormap: str = "jet",
+) -> np.ndarray:
+    """Input | ground truth | heatmap | predicted contours, side by side at the image's resolution."""
+    h, w = image.shape[:2]
+    truth_panel = (
+        np.zeros_like(image) if truth is None else np.repeat((truth * 255).astype(np.uint8)[..., None], 3, 2)
+    )
+    panels = [
+        put_caption(image, "input"),
+        put_caption(truth_panel, "ground truth" if truth is not None else "no ground truth"),
+        put_caption(heatmap_rgb(anomaly_map, vmin, vmax, colormap), "heatmap"),
+        put_caption(draw_contours(image, defect_mask(anomaly_map, threshold), PREDICTED_COLOUR), "contours"),
+    ]
+    gap = np.full((h, max(2, w // 100), 3), 255, np.uint8)
+    row = [panels[0]]
+    for panel in panels[1:]:
+        row += [gap, panel]
+    return np.concatenate(row, axis=1)
