@@ -40,6 +40,7 @@ ErrorCallback = Callable[[DataError], None]
 
 
 def _backbone_grid(config: FeatureConfig) -> tuple[int, int]:
+    """The stride-4 patch grid, as an estimate before any network is built."""
     side = -(-config.image_size // 4)
     return side, side
 
@@ -78,13 +79,15 @@ def _available_memory(device: torch.device) -> int | None:
 
 
 def _check_memory(config: SomadConfig, n_images: int, device: torch.device) -> None:
+    """Refuse to start a fit whose memory estimate exceeds what the device (and host) has free."""
     need = estimate_memory(config, n_images)["peak"]
-    have = _available_memory(torch.device("cpu"))
-    if have is not None and need > have:
-        raise ResourceError(
-            f"fitting needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free; "
-            "lower --dims, --som-size, --image-size or --max-train"
-        )
+    for where in {device, torch.device("cpu")}:
+        have = _available_memory(where)
+        if have is not None and need > have:
+            raise ResourceError(
+                f"fitting needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free on "
+                f"{where}; lower --dims, --som-size, --image-size or --max-train"
+            )
 
 
 def _training_paths(train: Dataset | Sequence[str | Path], max_train: int | None) -> list[Path]:
@@ -169,8 +172,10 @@ def fit(
         som.init_pca(patches, config.som.seed)
     else:
         som.init_random(patches, config.som.seed)
-    qe_history = som.fit(patches, config.som, monitor)
-    assignments = som.bmu(patches)
+    som.fit(patches, config.som, monitor)
+    nearest, nearest_d2 = som.nearest(patches, 1)
+    assignments = nearest[:, 0]
+    quantization_error = float(nearest_d2[:, 0].sqrt().mean())
     timings["som"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -209,7 +214,7 @@ def fit(
         "grid_shape": [gh, gw],
         "feature_channels": int(sum(extractor.layout.stage_channels)),
         "zero_init_last": config.features.zero_init_last,
-        "som_quantization_error": qe_history[-1],
+        "som_quantization_error": quantization_error,
         "som_topographic_error": som.topographic_error(patches[:: max(1, patches.shape[0] // 100_000)]),
         "nodes_with_hits": int(gaussians.valid.sum()),
         "train_score_mean": float(np.mean(train_scores)),

@@ -227,11 +227,17 @@ class FeatureExtractor:
         mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         self._mean, self._std = mean, std
+        self._grid_shape: tuple[int, int] | None = None
 
     @property
     def grid_shape(self) -> tuple[int, int]:
-        side = -(-self.config.image_size // min(self.layout.stage_strides))
-        return side, side
+        """Height and width of the patch grid, measured once with a forward pass (stems round differently)."""
+        if self._grid_shape is None:
+            with torch.inference_mode():
+                probe = torch.zeros(1, 3, self.config.image_size, self.config.image_size, device=self.device)
+                shapes = [f.shape[-2:] for f in self.backbone(probe)]
+            self._grid_shape = tuple(shapes[int(np.argmin(self.layout.stage_strides))])
+        return self._grid_shape  # type: ignore[return-value]
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         """Resize (no crop) to ``image_size`` squared and normalise with ImageNet statistics."""

@@ -35,6 +35,15 @@ def squared_distances(
     return d2.clamp_min_(0.0)
 
 
+def shifted_distances(x: torch.Tensor, nodes: torch.Tensor, nodes_sq: torch.Tensor) -> torch.Tensor:
+    """``||x_i - m_k||^2 - ||x_i||^2 = ||m_k||^2 - 2 x_i.m_k`` as one fused matrix product.
+
+    The dropped term is constant along each row, so argmin and top-k over nodes are those of the true
+    distances at a fraction of the memory traffic; add ``||x_i||^2`` back to the few values kept.
+    """
+    return torch.addmm(nodes_sq, x, nodes.T, alpha=-2.0)
+
+
 def sigma_schedule(config: SomConfig) -> list[float]:
     """Neighbourhood radius of each epoch: exponential decay from the initial to the final sigma."""
     start, end, n = config.initial_sigma, config.sigma_end, config.epochs
@@ -114,34 +123,40 @@ class BatchSOM:
 
     def epoch_sums(
         self, data: torch.Tensor, monitor: Monitor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-node sums of the samples it wins and its win counts, in one chunked pass."""
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Per-node sums of the samples each node wins, win counts and the quantization error, in one pass."""
         sums = torch.zeros_like(self.weights)
         counts = torch.zeros(self.n_nodes, device=self.device)
+        error = torch.zeros((), dtype=torch.float64, device=self.device)
         nodes_sq = (self.weights * self.weights).sum(1)
         for start, stop in self._chunks(data.shape[0]):
             x = data[start:stop].to(self.device, torch.float32, non_blocking=True)
-            bmu = squared_distances(x, self.weights, nodes_sq).argmin(1)
+            shifted, bmu = shifted_distances(x, self.weights, nodes_sq).min(1)
+            d2 = (shifted + (x * x).sum(1)).clamp_min_(0.0)
             sums.index_add_(0, bmu, x)
             counts += torch.bincount(bmu, minlength=self.n_nodes).to(counts.dtype)
+            error += d2.sqrt().sum(dtype=torch.float64)
             if monitor is not None:
                 monitor.check()
-        return sums, counts
+        return sums, counts, float(error) / max(data.shape[0], 1)
 
     def fit(self, data: torch.Tensor, config: SomConfig, monitor: Monitor | None = None) -> list[float]:
-        """Run ``config.epochs`` batch epochs over ``data`` (n, dim); returns each epoch's quantization error."""
+        """Run ``config.epochs`` batch epochs over ``data`` (n, dim).
+
+        Returns the quantization error measured during each epoch (before that epoch's update).
+        """
         monitor = monitor or Monitor()
         errors = []
         schedule = sigma_schedule(config)
         for epoch, sigma in enumerate(schedule):
             monitor.step("som", epoch, len(schedule))
-            sums, counts = self.epoch_sums(data, monitor)
+            sums, counts, error = self.epoch_sums(data, monitor)
+            errors.append(error)
             h = self.neighbourhood(sigma)
             numerator = h @ sums
             denominator = h @ counts
             update = denominator > 1e-12 * max(float(counts.sum()), 1.0)
             self.weights[update] = numerator[update] / denominator[update].unsqueeze(1)
-            errors.append(self.quantization_error(data))
         monitor.step("som", len(schedule), len(schedule))
         return errors
 
@@ -160,7 +175,8 @@ class BatchSOM:
         idx_parts, d2_parts = [], []
         for start, stop in self._chunks(data.shape[0]):
             x = data[start:stop].to(self.device, torch.float32)
-            d2, idx = torch.topk(squared_distances(x, self.weights, nodes_sq), k, dim=1, largest=False)
+            shifted, idx = torch.topk(shifted_distances(x, self.weights, nodes_sq), k, dim=1, largest=False)
+            d2 = (shifted + (x * x).sum(1, keepdim=True)).clamp_min_(0.0)
             idx_parts.append(idx)
             d2_parts.append(d2)
         return torch.cat(idx_parts), torch.cat(d2_parts)

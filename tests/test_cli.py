@@ -1,0 +1,285 @@
+"""The ``somad`` command line, run in-process: fit, info, eval, score, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import core.features
+from core.cli import main
+
+FAST_FIT = [
+    "--random-init",
+    "--backbone",
+    "resnet18",
+    "--image-size",
+    "64",
+    "--dims",
+    "16",
+    "--som-size",
+    "6",
+    "--epochs",
+    "2",
+    "--k",
+    "3",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def cli_model(demo_root, tmp_path_factory):
+    """``somad fit`` on the demo set; returns the model path and what the command printed."""
+    out = tmp_path_factory.mktemp("cli") / "demo.somad"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        rc = main(["fit", str(demo_root), "--out", str(out), *FAST_FIT])
+    return out, rc, stdout.getvalue(), stderr.getvalue()
+
+
+def _one_error_line(capsys, rc: int) -> str:
+    captured = capsys.readouterr()
+    assert rc == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("somad: error:")
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out
+    return lines[0]
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def _truncated(model: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "truncated.somad"
+    raw = model.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    return path
+
+
+# -- the happy path --------------------------------------------------------------------------------------------
+def test_fit_writes_a_model_and_says_so(cli_model):
+    path, rc, out, err = cli_model
+    assert rc == 0, err
+    assert path.is_file() and path.stat().st_size > 0
+    assert f"wrote {path}" in out
+    assert "fitted 12 images of 'demo_parts'" in out
+    assert "random-init" in out
+    assert sorted(p.name for p in path.parent.iterdir()) == ["demo.somad"]
+
+
+def test_info_describes_the_model(cli_model, capsys):
+    path = cli_model[0]
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18" in out and "RANDOM INIT" in out
+    assert "6 x 6, 2 epochs" in out
+    assert "16 channels" in out and "at 64 px" in out
+    assert main(["info", str(path), "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["format"] == "somad-inspector" and meta["random_init"] is True
+    assert meta["config"]["features"]["dims"] == 16
+    assert meta["config"]["scoring"]["k"] == 3
+    assert meta["training_summary"]["n_images"] == 12
+    assert "sha256" not in meta
+
+
+def test_eval_writes_json_report(cli_model, demo_root, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    rc = main(["eval", str(cli_model[0]), str(demo_root), "--json", str(report), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "demo_parts: image AUROC" in out and "scratch" in out and "spot" in out
+    data = json.loads(report.read_text())
+    for key in ("image_auroc", "pixel_auroc", "pro"):
+        assert isinstance(data[key], float) and 0.0 <= data[key] <= 1.0, key
+    assert data["random_init"] is True
+    category = data["categories"]["demo_parts"]
+    assert sorted(category["per_defect_type"]) == ["scratch", "spot"]
+    assert category["per_defect_type"]["spot"]["count"] == 4
+    assert len(category["images"]) == 12
+    assert data["image_auroc"] == pytest.approx(category["image_auroc"])
+
+
+def test_eval_of_a_root_with_several_categories(cli_model, demo_root, tmp_path, capsys):
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(demo_root, root / "a_parts")
+    shutil.copytree(demo_root, root / "b_parts")
+    report = tmp_path / "all.json"
+    assert main(["eval", str(cli_model[0]), str(root), "--json", str(report)]) == 0
+    capsys.readouterr()
+    data = json.loads(report.read_text())
+    assert sorted(data["categories"]) == ["a_parts", "b_parts"]
+    a, b = data["categories"]["a_parts"], data["categories"]["b_parts"]
+    assert data["image_auroc"] == pytest.approx((a["image_auroc"] + b["image_auroc"]) / 2)
+
+
+def test_eval_store_thresholds(cli_model, demo_root, tmp_path, capsys):
+    model = tmp_path / "copy.somad"
+    shutil.copy(cli_model[0], model)
+    assert main(["eval", str(model), str(demo_root), "--store-thresholds"]) == 0
+    assert "stored thresholds" in capsys.readouterr().out
+    assert main(["info", str(model), "--json"]) == 0
+    thresholds = json.loads(capsys.readouterr().out)["thresholds"]
+    assert {"best_f1", "false_reject_1pct", "train_false_reject_1pct"} <= set(thresholds)
+
+
+def test_score_writes_csv_and_pictures(cli_model, demo_root, tmp_path, capsys):
+    out = tmp_path / "scored"
+    test_folder = demo_root / "test"
+    rc = main(["score", str(cli_model[0]), str(test_folder), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "scored 12 images" in printed
+    rows = _csv_rows(out / "scores.csv")
+    assert rows[0] == ["file", "score", "verdict", "threshold", "defect_area_px", "model"]
+    assert len(rows) == 13
+    meta_threshold = None
+    for row in rows[1:]:
+        assert Path(row[0]).is_file()
+        assert row[2] in ("OK", "NG")
+        assert (float(row[1]) >= float(row[3])) == (row[2] == "NG")
+        assert int(row[4]) >= 0 and (int(row[4]) > 0) == (row[2] == "NG")
+        assert row[5] == str(cli_model[0])
+        meta_threshold = meta_threshold or row[3]
+        assert row[3] == meta_threshold  # one threshold for every image
+    overlays = sorted(out.glob("*_overlay.png"))
+    heatmaps = sorted(out.glob("*_heatmap.png"))
+    assert len(overlays) == len(heatmaps) == 12  # same file names in good/, scratch/, spot/ do not collide
+    image = cv2.imread(str(overlays[0]))
+    assert image is not None and image.shape == (96, 96, 3)
+
+
+def test_score_with_explicit_threshold_and_a_non_square_image(cli_model, tmp_path, capsys):
+    picture = np.random.default_rng(0).integers(0, 256, (60, 140, 3), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), picture)
+    out = tmp_path / "wide_out"
+    assert main(["score", str(cli_model[0]), str(path), "--out", str(out), "--threshold", "-1"]) == 0
+    capsys.readouterr()
+    rows = _csv_rows(out / "scores.csv")
+    assert rows[1][2] == "NG" and float(rows[1][3]) == -1.0
+    assert int(rows[1][4]) == 60 * 140  # every pixel is above a negative threshold
+    assert cv2.imread(str(out / "wide_overlay.png")).shape == (60, 140, 3)
+    assert cv2.imread(str(out / "wide_heatmap.png")).shape == (60, 140, 3)
+
+
+def test_score_skips_an_unreadable_image_with_a_warning(cli_model, demo_root, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    good = demo_root / "test" / "good" / "000.png"
+    out = tmp_path / "mixed"
+    assert main(["score", str(cli_model[0]), str(good), str(bad), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "somad: warning:" in captured.err and "broken.png" in captured.err
+    assert "1 unreadable" in captured.out
+    rows = _csv_rows(out / "scores.csv")
+    assert [r[2] for r in rows[1:]][1] == "unreadable"
+    assert not (out / "broken_overlay.png").exists()
+
+
+# -- bad input: exit 2 and one line --------------------------------------------------------------------------
+def test_fit_missing_data_folder(tmp_path, capsys):
+    rc = main(["fit", str(tmp_path / "no_such_folder"), "--out", str(tmp_path / "m.somad"), *FAST_FIT])
+    line = _one_error_line(capsys, rc)
+    assert "no_such_folder" in line
+    assert not (tmp_path / "m.somad").exists()
+
+
+def test_fit_missing_output_folder(demo_root, tmp_path, capsys):
+    rc = main(["fit", str(demo_root), "--out", str(tmp_path / "nowhere" / "m.somad"), *FAST_FIT])
+    assert "output folder does not exist" in _one_error_line(capsys, rc)
+
+
+def test_fit_zero_dims(demo_root, tmp_path, capsys):
+    args = [a if a != "16" else "0" for a in FAST_FIT]
+    rc = main(["fit", str(demo_root), "--out", str(tmp_path / "m.somad"), *args])
+    assert "dims" in _one_error_line(capsys, rc)
+    assert not (tmp_path / "m.somad").exists()
+
+
+def test_fit_bad_layers(demo_root, tmp_path, capsys):
+    rc = main(["fit", str(demo_root), "--out", str(tmp_path / "m.somad"), *FAST_FIT, "--layers", "1,x"])
+    assert "--layers" in _one_error_line(capsys, rc)
+
+
+def test_fit_offline_without_weights_or_random_init(demo_root, tmp_path, capsys, monkeypatch):
+    def offline(config):
+        raise core.features._offline_error(config, OSError("no network"))
+
+    monkeypatch.setattr(core.features, "_check_hub_reachable", offline)
+    args = [a for a in FAST_FIT if a != "--random-init"]
+    rc = main(["fit", str(demo_root), "--out", str(tmp_path / "m.somad"), *args])
+    line = _one_error_line(capsys, rc)
+    assert "--weights" in line and "--random-init" in line
+    assert not (tmp_path / "m.somad").exists()
+
+
+def test_fit_with_a_wrong_weights_file(demo_root, tmp_path, capsys):
+    weights = tmp_path / "junk.safetensors"
+    weights.write_bytes(bytes(range(256)) * 4)
+    args = [a for a in FAST_FIT if a != "--random-init"]
+    rc = main(["fit", str(demo_root), "--out", str(tmp_path / "m.somad"), *args, "--weights", str(weights)])
+    assert "junk.safetensors" in _one_error_line(capsys, rc)
+
+
+@pytest.mark.parametrize("command", ["info", "score", "eval"])
+def test_truncated_model(cli_model, demo_root, tmp_path, capsys, command):
+    model = _truncated(cli_model[0], tmp_path)
+    argv = {
+        "info": ["info", str(model)],
+        "score": ["score", str(model), str(demo_root / "test" / "good"), "--out", str(tmp_path / "o")],
+        "eval": ["eval", str(model), str(demo_root)],
+    }[command]
+    line = _one_error_line(capsys, main(argv))
+    assert "truncated.somad" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_score_missing_image(cli_model, tmp_path, capsys):
+    rc = main(["score", str(cli_model[0]), str(tmp_path / "ghost.png"), "--out", str(tmp_path / "o")])
+    assert "ghost.png" in _one_error_line(capsys, rc)
+
+
+def test_eval_folder_without_categories(cli_model, tmp_path, capsys):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    rc = main(["eval", str(cli_model[0]), str(empty)])
+    assert "no category found" in _one_error_line(capsys, rc)
+
+
+def test_eval_store_thresholds_needs_one_category(cli_model, demo_root, tmp_path, capsys):
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(demo_root, root / "a")
+    shutil.copytree(demo_root, root / "b")
+    model = tmp_path / "m.somad"
+    shutil.copy(cli_model[0], model)
+    before = model.read_bytes()
+    rc = main(["eval", str(model), str(root), "--store-thresholds"])
+    assert "single category" in _one_error_line(capsys, rc)
+    assert model.read_bytes() == before
+
+
+def test_scores_csv_threshold_column_is_the_same_on_every_row(cli_model, demo_root, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    good = demo_root / "test" / "good" / "000.png"
+    out = tmp_path / "mixed"
+    argv = ["score", str(cli_model[0]), str(good), str(bad), "--out", str(out), "--threshold", "1.23456789"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    rows = _csv_rows(out / "scores.csv")
+    assert [r[2] for r in rows[1:]][1] == "unreadable"
+    assert rows[1][3] == rows[2][3]
