@@ -79,7 +79,9 @@ def run_one(category: str, options: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("root", nargs="?", default=os.environ.get("SOMAD_DATA"))
     parser.add_argument("--backbone", default="wide_resnet50_2")
     parser.add_argument("--dims", default="200", help="comma-separated channel counts")
