@@ -33,7 +33,7 @@ class FeatureConfig:
     weights: str | None = None
     random_init: bool = False
     zero_init_last: bool = False
-    batch_size: int = 8
+    batch_size: int = 4
 
     def validate(self) -> None:
         if not self.backbone:
