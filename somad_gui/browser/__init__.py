@@ -1,0 +1,1 @@
+"""Dataset browser: the tree model of the dataset (``model``) and its dock widget (``widget``)."""

@@ -1,0 +1,72 @@
+"""Every question and message box of the window goes through this module.
+
+Views call these functions through the module (``dialogs.ask_overwrite(...)``) so tests can replace them with
+``monkeypatch``; the only blocking ones are the questions and file choosers, error messages never block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PySide6 import QtCore, QtWidgets
+
+OVERWRITE = "overwrite"
+RENAME = "rename"
+CANCEL = "cancel"
+
+
+def show_error(parent: QtWidgets.QWidget | None, title: str, text: str) -> None:
+    """Show an error without blocking: a window-modal-free message box that closes itself on OK."""
+    box = QtWidgets.QMessageBox(parent)
+    box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+    box.setWindowTitle(title)
+    box.setText(text)
+    box.setStandardButtons(QtWidgets.QMessageBox.StandardButton.Ok)
+    box.setWindowModality(QtCore.Qt.WindowModality.NonModal)
+    box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.show()
+
+
+def ask_overwrite(parent: QtWidgets.QWidget | None, existing: Sequence[Path]) -> str:
+    """Ask what to do with files that already exist: ``OVERWRITE``, ``RENAME`` (keep both) or ``CANCEL``."""
+    names = "\n".join(str(p) for p in list(existing)[:5])
+    more = f"\n… and {len(existing) - 5} more" if len(existing) > 5 else ""
+    box = QtWidgets.QMessageBox(parent)
+    box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+    box.setWindowTitle("Files already exist")
+    box.setText(f"{len(existing)} file(s) already exist:\n{names}{more}")
+    box.setInformativeText("Overwrite them, or keep both by writing under new names?")
+    overwrite = box.addButton("Overwrite", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+    rename = box.addButton("Keep both", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(QtWidgets.QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(rename)
+    box.exec()
+    clicked = box.clickedButton()
+    if clicked is overwrite:
+        return OVERWRITE
+    if clicked is rename:
+        return RENAME
+    return CANCEL
+
+
+def get_existing_directory(parent: QtWidgets.QWidget | None, title: str, start: str = "") -> Path | None:
+    path = QtWidgets.QFileDialog.getExistingDirectory(parent, title, start)
+    return Path(path) if path else None
+
+
+def get_open_file(
+    parent: QtWidgets.QWidget | None, title: str, start: str = "", filters: str = ""
+) -> Path | None:
+    path, _ = QtWidgets.QFileDialog.getOpenFileName(parent, title, start, filters)
+    return Path(path) if path else None
+
+
+def get_save_file(
+    parent: QtWidgets.QWidget | None, title: str, start: str = "", filters: str = ""
+) -> Path | None:
+    """Choose a file to write; the caller asks about an existing file itself (see :func:`ask_overwrite`)."""
+    path, _ = QtWidgets.QFileDialog.getSaveFileName(
+        parent, title, start, filters, options=QtWidgets.QFileDialog.Option.DontConfirmOverwrite
+    )
+    return Path(path) if path else None

@@ -1,0 +1,392 @@
+"""The main window: composes the browser, training, SOM, threshold docks around the viewer, with menus,
+recent datasets, drag and drop, the status bar and a clean shutdown of background work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+import core
+from somad_gui import app as app_module
+from somad_gui import dialogs
+from somad_gui.browser.widget import BrowserWidget
+from somad_gui.export.controller import BatchExportDialog, Exporter, resolve_targets
+from somad_gui.session import ERROR, Session
+from somad_gui.som_panes.widget import SomPanesWidget
+from somad_gui.threshold.widget import ThresholdPanel
+from somad_gui.training.widget import TrainingPanel
+from somad_gui.viewer.widget import ViewerWidget
+
+RECENT_KEY = "recent/datasets"
+MAX_RECENT = 8
+MODEL_FILTER = "SOMAD models (*.somad);;All files (*)"
+RANDOM_INIT_TEXT = "random-init features"
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(
+        self,
+        session: Session | None = None,
+        parent: QtWidgets.QWidget | None = None,
+        *,
+        restore_layout: bool = True,
+    ):
+        super().__init__(parent)
+        self.setObjectName("somad-main")
+        self.session = session or Session(self)
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
+        self.last_error: str | None = None
+
+        self.viewer = ViewerWidget(self.session)
+        self.setCentralWidget(self.viewer)
+        self.browser = BrowserWidget(self.session)
+        self.training = TrainingPanel(self.session)
+        self.som = SomPanesWidget(self.session)
+        self.threshold = ThresholdPanel(self.session)
+        self.exporter = Exporter(self.session, self.viewer, self)
+
+        self.browser_dock = self._dock("Dataset", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.som_dock = self._dock("SOM", self.som, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
+        self.training_dock = self._dock(
+            "Training", self.training, QtCore.Qt.DockWidgetArea.RightDockWidgetArea
+        )
+        self.tabifyDockWidget(self.som_dock, self.training_dock)
+        self.threshold_dock = self._dock(
+            "Threshold", self.threshold, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea
+        )
+        self.som_dock.raise_()
+        # The threshold dock spans the whole width under the browser, viewer and SOM panes.
+        self.setCorner(QtCore.Qt.Corner.BottomLeftCorner, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.setCorner(QtCore.Qt.Corner.BottomRightCorner, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
+
+        self._build_status_bar()
+        self._build_menus()
+
+        self.viewer.patchHovered.connect(self.som.highlight_nodes)
+        self.som.nodeClicked.connect(self.viewer.highlight_node)
+        self.browser.openFolderRequested.connect(self.open_dataset_dialog)
+        self.training.saveRequested.connect(self.save_model_dialog)
+        self.training.loadRequested.connect(self.load_model_dialog)
+        s = self.session
+        s.message.connect(self._on_message)
+        s.datasetChanged.connect(self._dataset_changed)
+        s.modelChanged.connect(self._update_title)
+        s.resultsChanged.connect(self._update_title)
+        s.scoringFinished.connect(self._scoring_finished)
+        s.jobs.jobStarted.connect(self._job_started)
+        s.jobs.busyChanged.connect(self._busy_changed)
+        s.fitFinished.connect(lambda _m: self.browser_dock.raise_())
+
+        self.resize(1600, 1000)
+        self._layout_restored = restore_layout and self._restore_layout()
+        self._shown_once = False
+        self._update_title()
+        app_module.tune_interpreter()
+        app_module.freeze_long_lived()
+
+    # -- construction -----------------------------------------------------------------------------------------
+    def _dock(
+        self, title: str, widget: QtWidgets.QWidget, area: QtCore.Qt.DockWidgetArea
+    ) -> QtWidgets.QDockWidget:
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title.lower()}")
+        dock.setWidget(widget)
+        dock.setFeatures(
+            QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.job_label = QtWidgets.QLabel("")
+        self.job_label.setMinimumWidth(260)
+        self.job_label.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
+        self.job_label.setStyleSheet("color: #4b5563; padding: 0 6px;")
+        self.model_label = QtWidgets.QLabel("No model")
+        self.model_label.setStyleSheet("padding: 0 6px;")
+        self.random_init_label = QtWidgets.QLabel(f"⚠ {RANDOM_INIT_TEXT}")
+        self.random_init_label.setStyleSheet(
+            "background: #fef3c7; color: #92400e; border: 1px solid #f59e0b; border-radius: 3px; padding: 0 6px;"
+        )
+        self.random_init_label.setToolTip(
+            "The backbone was not pretrained: the pipeline runs end to end, but scores are not the paper's"
+        )
+        self.random_init_label.hide()
+        bar.addPermanentWidget(self.job_label)
+        bar.addPermanentWidget(self.model_label)
+        bar.addPermanentWidget(self.random_init_label)
+
+    def _action(
+        self, menu: QtWidgets.QMenu, text: str, slot, shortcut: str | None = None, tip: str = ""
+    ) -> QtGui.QAction:
+        action = QtGui.QAction(text, self)
+        if shortcut:
+            action.setShortcut(QtGui.QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        file_menu = mb.addMenu("&File")
+        self.open_action = self._action(
+            file_menu, "&Open dataset folder…", self.open_dataset_dialog, "Ctrl+O"
+        )
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self._action(file_menu, "Open the &demo set", self.open_demo, tip="The built-in synthetic set")
+        file_menu.addSeparator()
+        self.load_action = self._action(file_menu, "&Load model…", self.load_model_dialog, "Ctrl+L")
+        self.save_action = self._action(file_menu, "&Save model…", self.save_model_dialog, "Ctrl+S")
+        file_menu.addSeparator()
+        self.export_action = self._action(
+            file_menu,
+            "&Export current view…",
+            self.exporter.export_current,
+            "Ctrl+E",
+            "Annotated PNG at the image's own resolution",
+        )
+        self.figure_action = self._action(
+            file_menu, "Export &4-panel figure…", self.exporter.export_figure, "Ctrl+Shift+E"
+        )
+        self.batch_action = self._action(file_menu, "&Batch export…", self.batch_export_dialog, "Ctrl+B")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, "Ctrl+Q")
+
+        view_menu = mb.addMenu("&View")
+        self.quad_action = QtGui.QAction("&4-panel mode", self, checkable=True)
+        self.quad_action.setShortcut(QtGui.QKeySequence("F4"))
+        self.quad_action.toggled.connect(self.viewer.set_four_panel)
+        self.viewer.modeChanged.connect(self.quad_action.setChecked)
+        view_menu.addAction(self.quad_action)
+        self.gt_action = QtGui.QAction("&Ground-truth outline", self, checkable=True, checked=True)
+        self.gt_action.toggled.connect(self.viewer.gt_check.setChecked)
+        self.viewer.gt_check.toggled.connect(self.gt_action.setChecked)
+        view_menu.addAction(self.gt_action)
+        self._action(view_menu, "&Fit view", self.viewer.reset_view, "Ctrl+0")
+        view_menu.addSeparator()
+        for dock in (self.browser_dock, self.training_dock, self.som_dock, self.threshold_dock):
+            view_menu.addAction(dock.toggleViewAction())
+
+        model_menu = mb.addMenu("&Model")
+        self.fit_action = self._action(model_menu, "&Fit", self.training.start_fit, "Ctrl+R")
+        self._action(model_menu, "&Cancel", self.training.cancel)
+        self._action(model_menu, "&Score test images again", self.session.score_dataset)
+
+        help_menu = mb.addMenu("&Help")
+        self._action(help_menu, "&About", self._about)
+        self._refresh_recent_menu()
+
+    # -- datasets ---------------------------------------------------------------------------------------------
+    def open_dataset_dialog(self) -> None:
+        start = str(self.session.dataset_path or Path.home())
+        path = dialogs.get_existing_directory(self, "Open a dataset folder", start)
+        if path is not None:
+            self.open_dataset(path)
+
+    def open_dataset(self, path: str | Path):
+        return self.session.open_dataset(path)
+
+    def open_demo(self, config=None, cache: str | Path | None = None):
+        self.training.set_config(config if config is not None else core.DEMO_CONFIG)
+        return self.session.start_demo(cache if cache is not None else app_module.demo_dir(), config)
+
+    def recent_datasets(self) -> list[str]:
+        value = app_module.settings().value(RECENT_KEY, [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def _remember_dataset(self, path: Path) -> None:
+        items = [str(path)] + [p for p in self.recent_datasets() if p != str(path)]
+        app_module.settings().setValue(RECENT_KEY, items[:MAX_RECENT])
+        self._refresh_recent_menu()
+
+    def _refresh_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.recent_datasets()
+        for p in recent:
+            action = self.recent_menu.addAction(p)
+            action.triggered.connect(lambda _c=False, path=p: self.open_dataset(path))
+        if not recent:
+            none = self.recent_menu.addAction("(none)")
+            none.setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            clear = self.recent_menu.addAction("Clear the list")
+            clear.triggered.connect(self._clear_recent)
+
+    def _clear_recent(self) -> None:
+        app_module.settings().setValue(RECENT_KEY, [])
+        self._refresh_recent_menu()
+
+    def _dataset_changed(self) -> None:
+        if self.session.dataset_path is not None:
+            self._remember_dataset(self.session.dataset_path)
+        self._update_title()
+
+    # -- models -----------------------------------------------------------------------------------------------
+    def load_model_dialog(self, path: str | Path | None = None):
+        if path is None:
+            start = str(self.session.model_path or self.session.dataset_path or Path.home())
+            path = dialogs.get_open_file(self, "Load a model", start, MODEL_FILTER)
+            if path is None:
+                return None
+        return self.session.load_model(path)
+
+    def save_model_dialog(self, path: str | Path | None = None):
+        if self.session.model is None:
+            self.session.error("No model to save: fit or load one first")
+            return None
+        if path is None:
+            ds = self.session.dataset
+            default = (self.session.dataset_path or Path.home()) / f"{ds.name if ds else 'model'}.somad"
+            path = dialogs.get_save_file(self, "Save the model", str(default), MODEL_FILTER)
+            if path is None:
+                return None
+        path = Path(path)
+        if path.suffix != ".somad":
+            path = path.with_suffix(".somad")
+        targets = resolve_targets(self, [path])
+        if targets is None:
+            return None
+        return self.session.save_model(targets[0])
+
+    # -- export -----------------------------------------------------------------------------------------------
+    def batch_export_dialog(self) -> QtWidgets.QDialog:
+        dlg = BatchExportDialog(self.exporter, self.browser.selected_entries(), self)
+        dlg.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.setWindowModality(QtCore.Qt.WindowModality.NonModal)
+        dlg.show()
+        return dlg
+
+    # -- status -----------------------------------------------------------------------------------------------
+    def _on_message(self, level: str, text: str) -> None:
+        self.statusBar().showMessage(text, 15000 if level != ERROR else 0)
+        if level == ERROR:
+            self.last_error = text
+            dialogs.show_error(self, "SOMAD Inspector", text)
+
+    def _job_started(self, job) -> None:
+        if job.kind == "devices":
+            return
+        self.job_label.setText(job.description + "…")
+
+    def _busy_changed(self, busy: bool) -> None:
+        if not busy:
+            self.job_label.setText("")
+
+    def title_text(self) -> str:
+        parts = ["SOMAD Inspector"]
+        ds = self.session.dataset
+        if ds is not None:
+            parts.append(str(ds.name))
+        if self.session.model is not None:
+            parts.append(self.session.model_path.name if self.session.model_path else "unsaved model")
+        title = " — ".join(parts)
+        if self.session.random_init:
+            title += f" [{RANDOM_INIT_TEXT}]"
+        return title
+
+    def _update_title(self) -> None:
+        self.setWindowTitle(self.title_text())
+        model = self.session.model
+        if model is None:
+            self.model_label.setText("No model")
+        else:
+            cfg = model.config
+            rows, cols = model.som_shape
+            name = self.session.model_path.name if self.session.model_path else "unsaved model"
+            self.model_label.setText(f"{name}: {cfg.features.backbone}, SOM {rows}×{cols}")
+            self.model_label.setToolTip(str(getattr(model, "weights_origin", "")))
+        self.random_init_label.setVisible(self.session.random_init)
+        has_model = model is not None
+        self.save_action.setEnabled(has_model)
+        has_results = self.session.store.has_results
+        for action in (self.export_action, self.figure_action, self.batch_action):
+            action.setEnabled(has_results)
+
+    def _scoring_finished(self) -> None:
+        self._update_title()
+        if self.session.current < 0:
+            entry = self.default_entry()
+            if entry is not None:
+                self.browser.select_entry(entry)
+
+    def default_entry(self) -> int | None:
+        """The highest-scoring defective test image (else the highest-scoring one), to show first."""
+        store = self.session.store
+        idx = store.scored_test()
+        if idx.size == 0:
+            return None
+        defective = idx[store.labels[idx] == 1]
+        pool = defective if defective.size else idx
+        return int(pool[np.argmax(store.scores[pool])])
+
+    def _about(self) -> None:
+        QtWidgets.QMessageBox.about(
+            self,
+            "About SOMAD Inspector",
+            "SOMAD Inspector: unsupervised visual inspection with Self-Organizing Maps "
+            "(Li et al., Anomaly Detection via Self-Organizing Map, ICIP 2021).",
+        )
+
+    # -- drag and drop ----------------------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
+        if any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QtGui.QDropEvent) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_path(paths[0])
+            event.acceptProposedAction()
+
+    def open_path(self, path: Path):
+        """A dropped or command-line path: a folder opens as a dataset, a .somad file loads as a model."""
+        if path.is_dir():
+            return self.open_dataset(path)
+        if path.suffix == ".somad":
+            return self.load_model_dialog(path)
+        self.session.error(f"{path}: drop a dataset folder or a .somad model file")
+        return None
+
+    # -- layout and closing -----------------------------------------------------------------------------------
+    def _restore_layout(self) -> bool:
+        s = app_module.settings()
+        geometry = s.value("window/geometry")
+        state = s.value("window/state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        return state is not None and bool(self.restoreState(state))
+
+    def default_dock_sizes(self) -> None:
+        """Dock sizes of a first start: a browser wide enough for its four columns, room for the maps."""
+        self.resizeDocks([self.browser_dock, self.som_dock], [400, 360], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.threshold_dock], [260], QtCore.Qt.Orientation.Vertical)
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            if not self._layout_restored:
+                QtCore.QTimer.singleShot(0, self.default_dock_sizes)
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        if self.session.jobs.is_busy():
+            self.statusBar().showMessage("Cancelling background work…")
+        self.session.shutdown()
+        s = app_module.settings()
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        super().closeEvent(event)

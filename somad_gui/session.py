@@ -1,0 +1,357 @@
+"""The window's state without any widget: dataset, model, results, threshold, current image.
+
+:class:`Session` also starts the background work (opening a dataset, fitting, loading, saving, scoring) through
+one :class:`~somad_gui.workers.JobRunner`, and tells the views what changed through Qt signals. Views never
+call the pipeline themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6 import QtCore
+
+import core
+from somad_gui.scoring import RunMetrics, ScoringRun, score_entries
+from somad_gui.store import ResultStore
+from somad_gui.workers import Job, JobRunner
+
+DEMO_MODEL_NAME = "demo_model.somad"
+DEFAULT_FALSE_REJECT_RATE = 0.01
+
+INFO = "info"
+WARNING = "warning"
+ERROR = "error"
+
+
+def _open_dataset_work(
+    path: Path, test_path: Path | None, *, progress=None, cancel=None
+) -> tuple[Any, list[Path]]:
+    """Open a category folder, or the first category under a root of several (listed in the second item)."""
+    try:
+        return core.open_dataset(path, test_path), []
+    except core.SomadError as first:
+        try:
+            categories = list(core.find_categories(path))
+        except core.SomadError:
+            categories = []
+        if not categories:
+            raise first from None
+        return core.open_dataset(categories[0]), categories
+
+
+def _demo_work(cache: Path, *, progress=None, cancel=None) -> Any:
+    cache.mkdir(parents=True, exist_ok=True)
+    if progress is not None:
+        progress("demo set", 0, 1)
+    root = core.make_demo_dataset(cache)
+    if progress is not None:
+        progress("demo set", 1, 1)
+    return core.open_dataset(root)
+
+
+def _fit_work(train: Any, config: Any, save_to: Path | None, *, progress=None, cancel=None) -> Any:
+    model = core.fit(train, config, progress=progress, cancel=cancel)
+    if save_to is not None:
+        if cancel is not None and cancel():
+            raise core.Cancelled("cancelled by the user")
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        model.save(save_to)
+    return model
+
+
+def _load_work(path: Path, *, progress=None, cancel=None) -> Any:
+    return core.load_model(path)
+
+
+def _save_work(model: Any, path: Path, *, progress=None, cancel=None) -> Path:
+    model.save(path)
+    return path
+
+
+class Session(QtCore.QObject):
+    datasetChanged = QtCore.Signal()
+    modelChanged = QtCore.Signal()
+    resultsChanged = QtCore.Signal()
+    thresholdChanged = QtCore.Signal(float)
+    verdictsChanged = QtCore.Signal(object)  # numpy array of entry indices whose verdict changed
+    currentChanged = QtCore.Signal(int)
+    message = QtCore.Signal(str, str)  # level, text
+    fitFinished = QtCore.Signal(object)
+    scoringFinished = QtCore.Signal()
+    demoReady = QtCore.Signal()
+
+    def __init__(self, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.jobs = JobRunner(self)
+        self.dataset: Any = None
+        self.dataset_path: Path | None = None
+        self.categories: list[Path] = []
+        self.store = ResultStore([])
+        self.model: Any = None
+        self.model_path: Path | None = None
+        self.metrics = RunMetrics()
+        self.threshold = math.nan
+        self.current = -1
+        self.demo_cache: Path | None = None
+        self._scoring_job: Job | None = None
+
+    # -- messages ---------------------------------------------------------------------------------------------
+    def info(self, text: str) -> None:
+        self.message.emit(INFO, text)
+
+    def warn(self, text: str) -> None:
+        self.message.emit(WARNING, text)
+
+    def error(self, text: str) -> None:
+        self.message.emit(ERROR, text)
+
+    # -- dataset ----------------------------------------------------------------------------------------------
+    def open_dataset(self, path: str | Path, test_path: str | Path | None = None) -> Job:
+        path = Path(path)
+        test = None if test_path is None else Path(test_path)
+        job = self.jobs.start("dataset", partial(_open_dataset_work, path, test), f"Opening {path}")
+        job.succeeded.connect(lambda res: self._dataset_opened(res[0], path, res[1]))
+        job.failed.connect(lambda msg: self.error(f"Cannot open dataset: {msg}"))
+        return job
+
+    def _dataset_opened(self, dataset: Any, path: Path, categories: list[Path]) -> None:
+        if not categories and Path(dataset.root) in {Path(c) for c in self.categories}:
+            keep: list[Path] | None = None  # a sibling category chosen from the list: keep the list
+        else:
+            keep = categories
+        self.set_dataset(dataset, path=Path(dataset.root) if categories else path, categories=keep)
+
+    def set_dataset(
+        self, dataset: Any, *, path: Path | None = None, categories: list[Path] | None = None
+    ) -> None:
+        self.jobs.cancel("score")
+        self.dataset = dataset
+        self.dataset_path = Path(path) if path is not None else Path(dataset.root)
+        if categories is not None:
+            self.categories = list(categories)
+        self.store = ResultStore.from_dataset(dataset)
+        self.metrics = RunMetrics()
+        self.current = -1
+        self.store.set_threshold(self.threshold)
+        n_train, n_test = len(dataset.train), len(dataset.test)
+        self.info(f"Opened {dataset.name}: {n_train} training and {n_test} test images ({self.dataset_path})")
+        if n_test and not any(s.label == 0 for s in dataset.test):
+            self.warn(f"{dataset.name}: no good test images: false-reject presets and AUROC are unavailable")
+        if n_test and not dataset.has_masks:
+            self.info(f"{dataset.name}: no ground-truth masks: outlines and pixel metrics are off")
+        if not n_train:
+            self.warn(f"{dataset.name}: no training images: load a model to score the test images")
+        self.datasetChanged.emit()
+        self.currentChanged.emit(-1)
+        if self.model is not None:
+            self.score_dataset()
+
+    def entry_count(self) -> int:
+        return len(self.store)
+
+    # -- model ------------------------------------------------------------------------------------------------
+    def fit(self, config: Any, *, save_to: str | Path | None = None) -> Job | None:
+        if self.dataset is None:
+            self.error("Open a dataset before fitting a model")
+            return None
+        if self.jobs.is_busy("fit"):
+            self.warn("A fit is already running")
+            return None
+        self.jobs.cancel("score")
+        train = self.dataset
+        target = None if save_to is None else Path(save_to)
+        job = self.jobs.start(
+            "fit", partial(_fit_work, train, config, target), f"Fitting on {self.dataset.name}"
+        )
+        job.succeeded.connect(lambda model: self._fitted(model, target))
+        job.failed.connect(lambda msg: self.error(f"Fit failed: {msg}"))
+        job.cancelled.connect(lambda: self.info("Fit cancelled: nothing was written"))
+        self.info(f"Fitting on {len(self.dataset.train)} training images of {self.dataset.name}…")
+        return job
+
+    def _fitted(self, model: Any, path: Path | None) -> None:
+        self.info("Fit finished" + (f"; model saved to {path}" if path else ""))
+        self.set_model(model, path)
+        self.fitFinished.emit(model)
+
+    def load_model(self, path: str | Path, on_failure: Callable[[str], None] | None = None) -> Job:
+        path = Path(path)
+        job = self.jobs.start("load", partial(_load_work, path), f"Loading {path}")
+        job.succeeded.connect(lambda model: self._loaded(model, path))
+        job.failed.connect(on_failure or (lambda msg: self.error(f"Cannot load model: {msg}")))
+        return job
+
+    def _loaded(self, model: Any, path: Path) -> None:
+        self.info(f"Loaded model {path}")
+        self.set_model(model, path)
+
+    def save_model(self, path: str | Path) -> Job | None:
+        if self.model is None:
+            self.error("No model to save: fit or load one first")
+            return None
+        path = Path(path)
+        job = self.jobs.start("save", partial(_save_work, self.model, path), f"Saving {path}")
+        job.succeeded.connect(lambda p: self._saved(Path(p)))
+        job.failed.connect(lambda msg: self.error(f"Cannot save model: {msg}"))
+        return job
+
+    def _saved(self, path: Path) -> None:
+        self.model_path = path
+        self.info(f"Model saved to {path}")
+        self.modelChanged.emit()
+
+    def set_model(self, model: Any, path: str | Path | None = None) -> None:
+        self.jobs.cancel("score")
+        self.model = model
+        self.model_path = None if path is None else Path(path)
+        self.store.clear_results()
+        self.metrics = RunMetrics()
+        if getattr(model, "random_init", False):
+            self.warn(
+                "This model uses random-init features: scores show the pipeline works, not its accuracy"
+            )
+        self.modelChanged.emit()
+        self.resultsChanged.emit()
+        if self.dataset is not None and self.dataset.test:
+            self.score_dataset()
+
+    @property
+    def random_init(self) -> bool:
+        return bool(self.model is not None and getattr(self.model, "random_init", False))
+
+    # -- scoring ----------------------------------------------------------------------------------------------
+    def score_dataset(self) -> Job | None:
+        if self.model is None or self.dataset is None:
+            return None
+        self.jobs.cancel("score")
+        entries = [e for e in self.store.entries if e.split == "test"]
+        if not entries:
+            self.warn(f"{self.dataset.name}: no test images to score")
+            return None
+        model, store = self.model, self.store
+        job = self.jobs.start(
+            "score", partial(score_entries, model, entries), f"Scoring {len(entries)} test images"
+        )
+        self._scoring_job = job
+        job.succeeded.connect(lambda run: self._scored(run, model, store))
+        job.failed.connect(lambda msg: self.error(f"Scoring failed: {msg}"))
+        return job
+
+    def _scored(self, run: ScoringRun, model: Any, store: ResultStore) -> None:
+        if model is not self.model or store is not self.store:
+            return  # a newer dataset or model replaced the one this run scored
+        store.set_results(run.results, run.errors)
+        self.metrics = run.metrics
+        self.threshold = self.default_threshold()
+        store.set_threshold(self.threshold)
+        for text in run.errors.values():
+            self.warn(f"Unreadable image skipped: {text}")
+        for note in run.metrics.notes:
+            self.info(note)
+        n_ok = len(run.results)
+        self.info(f"Scored {n_ok} test image(s)" + (f", {len(run.errors)} unreadable" if run.errors else ""))
+        self.resultsChanged.emit()
+        self.thresholdChanged.emit(self.threshold)
+        self.verdictsChanged.emit(np.arange(len(store)))
+        self.scoringFinished.emit()
+
+    # -- threshold --------------------------------------------------------------------------------------------
+    def default_threshold(self) -> float:
+        """The threshold a new scoring run starts at.
+
+        A threshold the model file carries from an evaluation (best F1, 1 % false rejects on test images)
+        comes first; then 1 % false rejects on this dataset's good test images; then the model's threshold
+        from its training images; then best F1; else the highest score.
+        """
+        thresholds = dict(getattr(self.model, "thresholds", {}) or {})
+        for key in ("best_f1", "false_reject_1pct"):
+            value = thresholds.get(key)
+            if value is not None and np.isfinite(value):
+                return float(value)
+        value = self.false_reject_threshold(DEFAULT_FALSE_REJECT_RATE)
+        if value is not None:
+            return value
+        for value in thresholds.values():
+            if value is not None and np.isfinite(value):
+                return float(value)
+        if self.metrics.best_f1_threshold is not None:
+            return self.metrics.best_f1_threshold
+        scores = self.store.scores[self.store.scored]
+        return float(np.max(scores)) if scores.size else 0.0
+
+    def false_reject_threshold(self, rate: float) -> float | None:
+        good = self.store.good_scores()
+        if good.size == 0:
+            return None
+        return float(core.metrics.threshold_for_false_reject_rate(good, rate))
+
+    def best_f1_threshold(self) -> float | None:
+        return self.metrics.best_f1_threshold
+
+    def set_threshold(self, value: float) -> None:
+        value = float(value)
+        if not math.isfinite(value) or value == self.threshold:
+            return
+        self.threshold = value
+        changed = self.store.set_threshold(value)
+        self.thresholdChanged.emit(value)
+        self.verdictsChanged.emit(changed)
+
+    # -- current image ----------------------------------------------------------------------------------------
+    def set_current(self, index: int) -> None:
+        index = int(index)
+        if index == self.current:
+            return
+        self.current = index if 0 <= index < len(self.store) else -1
+        self.currentChanged.emit(self.current)
+
+    def current_entry(self):
+        return self.store.entries[self.current] if self.current >= 0 else None
+
+    def current_result(self):
+        return self.store.result(self.current) if self.current >= 0 else None
+
+    # -- demo -------------------------------------------------------------------------------------------------
+    def start_demo(self, cache: str | Path, config: Any = None) -> Job:
+        """Open the synthetic set under ``cache``; load the cached model or fit one (and cache it)."""
+        cache = Path(cache)
+        self.demo_cache = cache
+        job = self.jobs.start("dataset", partial(_demo_work, cache), "Preparing the demo set")
+        job.succeeded.connect(lambda ds: self._demo_opened(ds, cache, config))
+        job.failed.connect(lambda msg: self.error(f"Cannot prepare the demo set: {msg}"))
+        return job
+
+    def _demo_opened(self, dataset: Any, cache: Path, config: Any) -> None:
+        self.set_dataset(dataset)
+        model_file = cache / DEMO_MODEL_NAME
+        cfg = config if config is not None else core.DEMO_CONFIG
+
+        def refit(reason: str | None = None) -> None:
+            if reason:
+                self.warn(f"Cached demo model unusable ({reason}); fitting a new one")
+            self.fit(cfg, save_to=model_file)
+
+        if model_file.exists():
+            self.load_model(model_file, on_failure=refit)
+        else:
+            self.info("First start of the demo: fitting a small model in the background (cached afterwards)")
+            refit()
+        self._when_scored(self.demoReady.emit)
+
+    def _when_scored(self, callback: Callable[[], None]) -> None:
+        def once() -> None:
+            self.scoringFinished.disconnect(once)
+            callback()
+
+        self.scoringFinished.connect(once)
+
+    # -- shutdown ---------------------------------------------------------------------------------------------
+    def shutdown(self) -> bool:
+        """Cancel background work and wait for every worker thread to stop."""
+        return self.jobs.shutdown()

@@ -1,0 +1,1 @@
+"""SOM panes: the U-matrix and the hit-count map, with node highlights linked to the viewer."""

@@ -1,0 +1,255 @@
+"""Per-image results of the open dataset and their verdicts at the current threshold, as numpy arrays.
+
+No Qt here. Verdicts for every image are one vectorised comparison, so moving the threshold over thousands of
+images costs microseconds; views ask the store for what changed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+# Anomaly maps are kept at most this many pixels on their long side; larger images get a reduced map, restored
+# to the image's own size (bilinear) when a view or an export needs it. Maps are smooth (Gaussian sigma of
+# several pixels), so nothing visible is lost and 1024 px datasets stay within memory.
+MAX_MAP_SIDE = 512
+
+UNSCORED = -1
+OK = 0
+NG = 1
+
+
+def is_ng(scores: np.ndarray | float, threshold: float) -> np.ndarray | bool:
+    """The one verdict rule of the window: an image is NG when its score reaches the threshold."""
+    return np.asarray(scores) >= threshold
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image of the dataset, as the browser lists it."""
+
+    index: int
+    path: Path
+    split: str
+    defect_type: str
+    label: int
+    mask_path: Path | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def ground_truth(self) -> str:
+        if self.label == 1:
+            return "defective"
+        if self.label == 0:
+            return "good"
+        return "unknown"
+
+
+@dataclass
+class StoredResult:
+    """The parts of ``core.ImageResult`` the window keeps for one image."""
+
+    anomaly_map: np.ndarray
+    image_shape: tuple[int, int]
+    score: float
+    nearest_nodes: np.ndarray
+    best_node: np.ndarray
+    map_min: float
+
+    @classmethod
+    def from_image_result(cls, result: Any, max_side: int = MAX_MAP_SIDE) -> StoredResult:
+        amap = np.asarray(result.anomaly_map, dtype=np.float32)
+        h, w = amap.shape[:2]
+        scale = max_side / max(h, w)
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            reduced = cv2.resize(amap, size, interpolation=cv2.INTER_AREA)
+        else:
+            reduced = amap.copy()
+        return cls(
+            anomaly_map=reduced,
+            image_shape=(int(h), int(w)),
+            score=float(result.score),
+            nearest_nodes=np.asarray(result.nearest_nodes),
+            best_node=np.asarray(result.best_node),
+            map_min=float(np.min(amap)),
+        )
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return (int(self.best_node.shape[0]), int(self.best_node.shape[1]))
+
+    def full_map(self, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """The map at ``shape`` (default: the image's own height x width)."""
+        h, w = shape if shape is not None else self.image_shape
+        if self.anomaly_map.shape[:2] == (h, w):
+            return self.anomaly_map
+        return cv2.resize(self.anomaly_map, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
+
+    def patch_at(self, x: float, y: float, shape: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Feature-grid patch (gy, gx) under image pixel (x, y) of an image of ``shape``."""
+        h, w = shape if shape is not None else self.image_shape
+        gh, gw = self.grid_shape
+        gy = min(max(int(y * gh / h), 0), gh - 1)
+        gx = min(max(int(x * gw / w), 0), gw - 1)
+        return gy, gx
+
+
+def entries_from_dataset(dataset: Any) -> list[Entry]:
+    """Train images first, then test images, each with its ground truth as core's ``Sample`` describes it."""
+    out: list[Entry] = []
+    for split_name, samples in (("train", dataset.train), ("test", dataset.test)):
+        for sample in samples:
+            out.append(
+                Entry(
+                    index=len(out),
+                    path=Path(sample.path),
+                    split=str(getattr(sample, "split", split_name) or split_name),
+                    defect_type=str(sample.defect_type),
+                    label=int(sample.label),
+                    mask_path=None if sample.mask_path is None else Path(sample.mask_path),
+                )
+            )
+    return out
+
+
+class ResultStore:
+    """Entries, scores, labels and verdicts of one dataset."""
+
+    def __init__(self, entries: Sequence[Entry]):
+        self.entries: list[Entry] = list(entries)
+        n = len(self.entries)
+        self.scores = np.full(n, np.nan, dtype=np.float64)
+        self.labels = np.array([e.label for e in self.entries], dtype=np.int8)
+        self.verdicts = np.full(n, UNSCORED, dtype=np.int8)
+        self.is_test = np.array([e.split == "test" for e in self.entries], dtype=bool)
+        self.results: dict[int, StoredResult] = {}
+        self.errors: dict[int, str] = {}
+        self.threshold = math.nan
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> ResultStore:
+        return cls(entries_from_dataset(dataset))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # -- results ---------------------------------------------------------------------------------------------
+    def clear_results(self) -> None:
+        self.scores[:] = np.nan
+        self.verdicts[:] = UNSCORED
+        self.results.clear()
+        self.errors.clear()
+
+    def set_results(self, results: dict[int, StoredResult], errors: dict[int, str]) -> None:
+        self.clear_results()
+        self.results.update(results)
+        self.errors.update(errors)
+        for i, res in results.items():
+            self.scores[i] = res.score
+        self._recompute()
+
+    def result(self, index: int) -> StoredResult | None:
+        return self.results.get(index)
+
+    @property
+    def scored(self) -> np.ndarray:
+        return ~np.isnan(self.scores)
+
+    @property
+    def has_results(self) -> bool:
+        return bool(self.results)
+
+    # -- threshold -------------------------------------------------------------------------------------------
+    def set_threshold(self, threshold: float) -> np.ndarray:
+        """Apply a threshold; return the indices whose verdict changed."""
+        self.threshold = float(threshold)
+        old = self.verdicts.copy()
+        self._recompute()
+        return np.flatnonzero(old != self.verdicts)
+
+    def _recompute(self) -> None:
+        scored = self.scored
+        self.verdicts[:] = UNSCORED
+        if not math.isnan(self.threshold):
+            self.verdicts[scored] = is_ng(self.scores[scored], self.threshold).astype(np.int8)
+
+    # -- summaries -------------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        return {
+            "ok": int(np.count_nonzero(self.verdicts == OK)),
+            "ng": int(np.count_nonzero(self.verdicts == NG)),
+            "unscored": int(np.count_nonzero(self.verdicts == UNSCORED)),
+            "errors": len(self.errors),
+        }
+
+    def misclassified(self) -> np.ndarray:
+        """True where a labelled, scored image's verdict disagrees with its ground truth."""
+        known = (self.labels >= 0) & (self.verdicts >= 0)
+        return known & (self.verdicts != self.labels)
+
+    def scored_test(self) -> np.ndarray:
+        return np.flatnonzero(self.is_test & self.scored)
+
+    def labelled_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, scores) of scored test images with a known label."""
+        idx = self.scored_test()
+        idx = idx[self.labels[idx] >= 0]
+        return self.labels[idx].astype(np.int64), self.scores[idx]
+
+    def good_scores(self) -> np.ndarray:
+        idx = self.scored_test()
+        return self.scores[idx[self.labels[idx] == 0]]
+
+    def defect_scores(self) -> np.ndarray:
+        idx = self.scored_test()
+        return self.scores[idx[self.labels[idx] == 1]]
+
+    def unlabelled_scores(self) -> np.ndarray:
+        idx = self.scored_test()
+        return self.scores[idx[self.labels[idx] < 0]]
+
+    @property
+    def has_both_labels(self) -> bool:
+        labels, _ = self.labelled_scores()
+        return bool(np.any(labels == 0) and np.any(labels == 1))
+
+    @property
+    def has_masks(self) -> bool:
+        return any(e.mask_path is not None for e in self.entries)
+
+    def defect_types(self, split: str | None = "test") -> list[str]:
+        seen: dict[str, None] = {}
+        for e in self.entries:
+            if split is None or e.split == split:
+                seen.setdefault(e.defect_type, None)
+        return list(seen)
+
+    def heat_levels(self) -> tuple[float, float]:
+        """Colour range shared by every image, in raw score units: a typical map floor up to the top score."""
+        if not self.results:
+            return (0.0, 1.0)
+        mins = np.array([r.map_min for r in self.results.values()], dtype=np.float64)
+        lo = float(np.median(mins))
+        hi = float(np.nanmax(self.scores))
+        if not hi > lo:
+            hi = lo + 1.0
+        return lo, hi
+
+    def index_of_path(self, path: Path) -> int | None:
+        for e in self.entries:
+            if e.path == path:
+                return e.index
+        return None
+
+    def indices(self, which: Iterable[int]) -> list[Entry]:
+        return [self.entries[i] for i in which]

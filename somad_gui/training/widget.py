@@ -1,0 +1,499 @@
+"""The training dock: the fitting form, memory estimate, Fit/Cancel, progress with time left, and the log."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+import core
+from somad_gui import app as app_module
+from somad_gui.session import ERROR, WARNING, Session
+from somad_gui.training.options import (
+    BACKBONES,
+    GROUPS,
+    OPTIONS,
+    Option,
+    apply_values,
+    format_bytes,
+    format_duration,
+    get_value,
+    parse_layers,
+)
+from somad_gui.workers import Job
+
+SETTINGS_KEY = "training/config"
+STAGE_NAMES = {
+    "features": "Extracting features",
+    "som": "Fitting the SOM",
+    "statistics": "Node statistics",
+    "scoring": "Scoring test images",
+    "metrics": "Computing metrics",
+    "demo set": "Writing the demo set",
+}
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class StageClock:
+    """Time left in the current stage, from the rate since the stage began."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self.stage: str | None = None
+        self._start = 0.0
+        self._done0 = 0
+
+    def update(self, stage: str, done: int, total: int) -> float | None:
+        now = self._clock()
+        if stage != self.stage:
+            self.stage, self._start, self._done0 = stage, now, done
+            return None
+        progressed = done - self._done0
+        elapsed = now - self._start
+        if progressed <= 0 or elapsed < 0.5 or total <= 0:
+            return None
+        return elapsed / progressed * max(total - done, 0)
+
+
+class TrainingPanel(QtWidgets.QWidget):
+    saveRequested = QtCore.Signal()
+    loadRequested = QtCore.Signal()
+
+    def __init__(self, session: Session, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.base_config = core.SomadConfig()
+        self.editors: dict[str, QtWidgets.QWidget] = {}
+        self._job: Job | None = None
+        self._clock = StageClock()
+        self.config_error: str | None = None
+        self.memory_estimate: dict[str, int] | None = None
+
+        form_host = QtWidgets.QWidget()
+        form_layout = QtWidgets.QVBoxLayout(form_host)
+        form_layout.setContentsMargins(0, 0, 0, 0)
+        preset_row = QtWidgets.QHBoxLayout()
+        self.paper_button = QtWidgets.QPushButton("Paper defaults")
+        self.paper_button.setToolTip(
+            "The paper's options: Wide-ResNet50-2 (pretrained), 224 px, 200 dims, 56×56 SOM, k = 4, σ = 4"
+        )
+        self.paper_button.clicked.connect(lambda: self.set_config(core.SomadConfig()))
+        self.demo_button = QtWidgets.QPushButton("Fast demo")
+        self.demo_button.setToolTip(
+            "Small and offline: ResNet-18 with random weights, 128 px, 64 dims, 16×16 SOM (well under a minute "
+            "on a CPU)"
+        )
+        self.demo_button.clicked.connect(lambda: self.set_config(core.DEMO_CONFIG))
+        preset_row.addWidget(QtWidgets.QLabel("Presets"))
+        preset_row.addWidget(self.paper_button)
+        preset_row.addWidget(self.demo_button)
+        preset_row.addStretch(1)
+        form_layout.addLayout(preset_row)
+        forms: dict[str, QtWidgets.QFormLayout] = {}
+        for group in GROUPS:
+            box = QtWidgets.QGroupBox(group)
+            forms[group] = QtWidgets.QFormLayout(box)
+            forms[group].setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+            form_layout.addWidget(box)
+        for option in OPTIONS:
+            editor = self._make_editor(option)
+            editor.setToolTip(option.tooltip)
+            label = QtWidgets.QLabel(option.label)
+            label.setToolTip(option.tooltip)
+            forms[option.group].addRow(label, editor)
+            self.editors[option.name] = editor
+        for option in OPTIONS:
+            self._connect_editor(option, self.editors[option.name])
+        form_layout.addStretch(1)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(form_host)
+        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+
+        self.memory_label = QtWidgets.QLabel("")
+        self.memory_label.setWordWrap(True)
+        self.memory_label.setTextFormat(QtCore.Qt.TextFormat.RichText)
+        self.fit_button = QtWidgets.QPushButton("Fit")
+        self.fit_button.setToolTip("Fit a model on the training images, then score every test image")
+        self.fit_button.clicked.connect(self.start_fit)
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running fit or scoring (nothing is written)")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        self.save_button = QtWidgets.QPushButton("Save model…")
+        self.save_button.clicked.connect(self.saveRequested)
+        self.load_button = QtWidgets.QPushButton("Load model…")
+        self.load_button.clicked.connect(self.loadRequested)
+        buttons = QtWidgets.QGridLayout()
+        buttons.addWidget(self.fit_button, 0, 0)
+        buttons.addWidget(self.cancel_button, 0, 1)
+        buttons.addWidget(self.load_button, 1, 0)
+        buttons.addWidget(self.save_button, 1, 1)
+        self.stage_label = QtWidgets.QLabel("Idle")
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.time_label = QtWidgets.QLabel("")
+        self.time_label.setStyleSheet("color: #4b5563;")
+        for label in (self.stage_label, self.time_label):
+            # Text changes every progress step must not resize the dock (and repaint the whole window).
+            label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        self.log = QtWidgets.QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+        self.log.setPlaceholderText("Messages of fitting, scoring and loading appear here")
+        self.log.setMinimumHeight(90)
+
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(scroll, 5)
+        layout.addWidget(self.memory_label)
+        layout.addLayout(buttons)
+        layout.addWidget(self.stage_label)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.time_label)
+        layout.addWidget(QtWidgets.QLabel("Log"))
+        layout.addWidget(self.log, 2)
+
+        self._estimate_timer = QtCore.QTimer(self)
+        self._estimate_timer.setSingleShot(True)
+        self._estimate_timer.setInterval(150)
+        self._estimate_timer.timeout.connect(self.update_estimate)
+
+        session.jobs.jobStarted.connect(self._job_started)
+        session.message.connect(self.append_log)
+        session.datasetChanged.connect(self._refresh_state)
+        session.modelChanged.connect(self._refresh_state)
+        self.set_config(self._restored_config())
+        self._load_devices()
+        self._refresh_state()
+
+    # -- form -------------------------------------------------------------------------------------------------
+    def _make_editor(self, option: Option) -> QtWidgets.QWidget:
+        kind = option.kind
+        if kind == "backbone":
+            w = QtWidgets.QComboBox()
+            w.setEditable(True)
+            w.addItems(BACKBONES)
+            w.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            w.setMinimumContentsLength(8)
+            return w
+        if kind == "layers":
+            w = QtWidgets.QLineEdit()
+            w.setPlaceholderText("1, 2, 3")
+            return w
+        if kind in ("int", "seed", "optional_int"):
+            w = QtWidgets.QSpinBox()
+            w.setRange(int(option.minimum), int(option.maximum))
+            w.setSingleStep(int(option.step) or 1)
+            if option.special:
+                w.setSpecialValueText(option.special)
+            return w
+        if kind in ("float", "optional_float"):
+            w = QtWidgets.QDoubleSpinBox()
+            w.setDecimals(option.decimals)
+            w.setRange(option.minimum, option.maximum)
+            w.setSingleStep(option.step)
+            if option.special:
+                w.setSpecialValueText(option.special)
+            return w
+        if kind == "bool":
+            w = QtWidgets.QCheckBox()
+            return w
+        if kind in ("choice", "device"):
+            w = QtWidgets.QComboBox()
+            w.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            w.setMinimumContentsLength(8)
+            for choice in option.choices:
+                w.addItem(choice, choice)
+            if kind == "device":
+                w.addItem("Auto", "auto")
+            return w
+        if kind == "file":
+            host = QtWidgets.QWidget()
+            row = QtWidgets.QHBoxLayout(host)
+            row.setContentsMargins(0, 0, 0, 0)
+            edit = QtWidgets.QLineEdit()
+            edit.setPlaceholderText("none (timm's own)")
+            browse = QtWidgets.QToolButton()
+            browse.setText("…")
+            browse.setToolTip("Choose a weights file")
+            browse.clicked.connect(lambda: self._browse_weights(edit))
+            row.addWidget(edit, 1)
+            row.addWidget(browse)
+            host.edit = edit  # type: ignore[attr-defined]
+            return host
+        raise ValueError(f"unknown option kind {kind}")
+
+    def _connect_editor(self, option: Option, w: QtWidgets.QWidget) -> None:
+        kind = option.kind
+        if kind == "backbone":
+            w.currentTextChanged.connect(self._changed)
+        elif kind == "layers":
+            w.textChanged.connect(self._changed)
+        elif kind in ("int", "seed", "optional_int", "float", "optional_float"):
+            w.valueChanged.connect(self._changed)
+        elif kind == "bool":
+            w.toggled.connect(self._changed)
+        elif kind in ("choice", "device"):
+            w.currentIndexChanged.connect(self._changed)
+        elif kind == "file":
+            w.edit.textChanged.connect(self._changed)
+
+    def _browse_weights(self, edit: QtWidgets.QLineEdit) -> None:
+        from somad_gui import dialogs
+
+        path = dialogs.get_open_file(
+            self, "Backbone weights", edit.text(), "Weights (*.pth *.pt *.safetensors *.bin);;All files (*)"
+        )
+        if path is not None:
+            edit.setText(str(path))
+
+    def set_config(self, config: Any) -> None:
+        """Show ``config`` in the form (options the form has no field for are kept from it)."""
+        self.base_config = config
+        for option in OPTIONS:
+            w = self.editors[option.name]
+            value = get_value(config, option)
+            w.blockSignals(True)
+            try:
+                if option.kind == "backbone":
+                    w.setCurrentText(str(value))
+                elif option.kind == "layers":
+                    w.setText(", ".join(str(v) for v in value))
+                elif option.kind in ("int", "seed"):
+                    w.setValue(int(value))
+                elif option.kind == "optional_int":
+                    w.setValue(0 if value is None else int(value))
+                elif option.kind == "float":
+                    w.setValue(float(value))
+                elif option.kind == "optional_float":
+                    w.setValue(0.0 if value is None else float(value))
+                elif option.kind == "bool":
+                    w.setChecked(bool(value))
+                elif option.kind in ("choice", "device"):
+                    i = w.findData(value)
+                    if i < 0:
+                        w.addItem(str(value), value)
+                        i = w.count() - 1
+                    w.setCurrentIndex(i)
+                elif option.kind == "file":
+                    w.edit.setText("" if value is None else str(value))
+            finally:
+                w.blockSignals(False)
+        self._changed()
+
+    def values(self) -> dict[str, Any]:
+        """The form's values keyed by option name; raises ValueError for text that does not parse."""
+        out: dict[str, Any] = {}
+        for option in OPTIONS:
+            w = self.editors[option.name]
+            kind = option.kind
+            if kind == "backbone":
+                out[option.name] = w.currentText().strip()
+            elif kind == "layers":
+                out[option.name] = parse_layers(w.text())
+            elif kind in ("int", "seed"):
+                out[option.name] = int(w.value())
+            elif kind == "optional_int":
+                out[option.name] = None if w.value() == w.minimum() else int(w.value())
+            elif kind == "float":
+                out[option.name] = float(w.value())
+            elif kind == "optional_float":
+                out[option.name] = None if w.value() == w.minimum() else float(w.value())
+            elif kind == "bool":
+                out[option.name] = bool(w.isChecked())
+            elif kind in ("choice", "device"):
+                out[option.name] = w.currentData()
+            elif kind == "file":
+                text = w.edit.text().strip()
+                out[option.name] = text or None
+        return out
+
+    def config(self) -> Any:
+        """The validated config of the form; raises core.ConfigError or ValueError."""
+        return apply_values(self.base_config, self.values()).validate()
+
+    def _changed(self, *_args) -> None:
+        try:
+            self.config()
+            self.config_error = None
+        except (core.SomadError, ValueError, TypeError) as exc:
+            self.config_error = str(exc)
+        self._estimate_timer.start()
+        self._refresh_state()
+
+    def _restored_config(self) -> Any:
+        text = app_module.settings().value(SETTINGS_KEY, "")
+        if text:
+            try:
+                return core.SomadConfig.from_dict(json.loads(str(text))).validate()
+            except (ValueError, TypeError, core.SomadError):
+                pass
+        return core.SomadConfig()
+
+    def remember(self, config: Any) -> None:
+        app_module.settings().setValue(SETTINGS_KEY, json.dumps(config.to_dict()))
+
+    # -- devices and memory -----------------------------------------------------------------------------------
+    def _load_devices(self) -> None:
+        job = self.session.jobs.start("devices", lambda **_: core.available_devices(), "Listing devices")
+        job.succeeded.connect(self.set_devices)
+        job.failed.connect(lambda msg: self.append_log(WARNING, f"Cannot list devices: {msg}"))
+
+    def set_devices(self, devices: list[tuple[str, str]]) -> None:
+        combo: QtWidgets.QComboBox = self.editors["device"]  # type: ignore[assignment]
+        current = combo.currentData()
+        combo.blockSignals(True)
+        combo.clear()
+        for ident, label in devices:
+            combo.addItem(label, ident)
+        i = combo.findData(current)
+        if i < 0 and current is not None:
+            combo.addItem(str(current), current)
+            i = combo.count() - 1
+        combo.setCurrentIndex(max(i, 0))
+        combo.blockSignals(False)
+        gpus = [label for ident, label in devices if ident.startswith(("cuda", "mps", "xpu"))]
+        combo.setToolTip(
+            "Where features are computed and the SOM is fitted.\n"
+            + (f"GPU: {', '.join(gpus)}" if gpus else "No GPU found: fitting runs on the CPU.")
+        )
+
+    def n_train(self) -> int:
+        ds = self.session.dataset
+        n = len(ds.train) if ds is not None else 0
+        try:
+            max_train = self.values().get("max_train")
+        except ValueError:
+            max_train = None
+        return min(n, max_train) if max_train else n
+
+    def update_estimate(self) -> None:
+        self.memory_estimate = None
+        if self.config_error:
+            self.memory_label.setText(f"<span style='color:#b91c1c'>{_escape(self.config_error)}</span>")
+            return
+        n = self.n_train()
+        if n == 0:
+            self.memory_label.setText(
+                "<span style='color:#6b7280'>Memory estimate: open a dataset first</span>"
+            )
+            return
+        try:
+            est = dict(core.estimate_memory(self.config(), n))
+        except (core.SomadError, ValueError) as exc:
+            self.memory_label.setText(f"<span style='color:#b91c1c'>{_escape(str(exc))}</span>")
+            return
+        self.memory_estimate = est
+        parts = [
+            f"{k} {format_bytes(est[k])}" for k in ("features", "som", "statistics", "model") if k in est
+        ]
+        peak = est.get("peak")
+        total = _physical_memory()
+        colour = "#b91c1c" if peak and total and peak > 0.8 * total else "#1f2328"
+        peak_text = f"<b style='color:{colour}'>peak {format_bytes(peak)}</b>" if peak else ""
+        self.memory_label.setText(f"Memory for {n} training images: {peak_text}<br>" + " · ".join(parts))
+
+    # -- fit --------------------------------------------------------------------------------------------------
+    def start_fit(self) -> Job | None:
+        try:
+            config = self.config()
+        except (core.SomadError, ValueError) as exc:
+            self.session.error(f"Invalid options: {exc}")
+            return None
+        self.remember(config)
+        return self.session.fit(config)
+
+    def cancel(self) -> None:
+        self.session.jobs.cancel("fit")
+        self.session.jobs.cancel("score")
+        self.stage_label.setText("Cancelling…")
+
+    def _job_started(self, job: Job) -> None:
+        if job.kind not in ("fit", "score", "load", "dataset", "save"):
+            return
+        self._job = job
+        self._clock = StageClock()
+        self.stage_label.setText(job.description + "…")
+        self.progress.setRange(0, 0)
+        self.time_label.setText("")
+        job.progress.connect(self._job_progress)
+        job.finished.connect(lambda j=job: self._job_finished(j))
+        self._refresh_state()
+
+    def _job_progress(self, stage: str, done: int, total: int) -> None:
+        name = STAGE_NAMES.get(stage, stage.capitalize())
+        self.stage_label.setText(f"{name}: {done} / {total}" if total else name)
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(done, total))
+        left = self._clock.update(stage, done, total)
+        self.time_label.setText("" if left is None else f"About {format_duration(left)} left in this stage")
+
+    def _job_finished(self, job: Job) -> None:
+        if job is self._job:
+            self._job = None
+            outcome = {"succeeded": "Done", "failed": "Failed", "cancelled": "Cancelled"}.get(
+                job.outcome or "", ""
+            )
+            self.stage_label.setText(f"{job.description}: {outcome.lower()}" if outcome else "Idle")
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1 if job.outcome == "succeeded" else 0)
+            self.time_label.setText("")
+        self._refresh_state()
+
+    def _refresh_state(self) -> None:
+        running = self.session.jobs.is_busy("fit")
+        scoring = self.session.jobs.is_busy("score")
+        can_fit = (
+            self.session.dataset is not None
+            and bool(self.session.dataset.train)
+            and not running
+            and self.config_error is None
+        )
+        self.fit_button.setEnabled(can_fit)
+        tip = "Fit a model on the training images, then score every test image"
+        if self.session.dataset is None:
+            tip = "Open a dataset first"
+        elif not self.session.dataset.train:
+            tip = "The dataset has no training images"
+        elif self.config_error:
+            tip = f"Fix the options first: {self.config_error}"
+        self.fit_button.setToolTip(tip)
+        self.cancel_button.setEnabled(running or scoring)
+        self.save_button.setEnabled(self.session.model is not None)
+        if not running and not self._estimate_timer.isActive():
+            self._estimate_timer.start()
+
+    # -- log --------------------------------------------------------------------------------------------------
+    def append_log(self, level: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        colour = {ERROR: "#b91c1c", WARNING: "#b45309"}.get(level, "#1f2328")
+        cursor = self.log.textCursor()
+        cursor.movePosition(QtGui.QTextCursor.MoveOperation.End)
+        fmt = QtGui.QTextCharFormat()
+        fmt.setForeground(QtGui.QColor(colour))
+        if self.log.document().characterCount() > 1:
+            cursor.insertBlock()
+        cursor.insertText(f"{stamp}  {text}", fmt)
+        self.log.setTextCursor(cursor)
+        self.log.ensureCursorVisible()
+
+    def log_text(self) -> str:
+        return self.log.toPlainText()
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
