@@ -26,7 +26,7 @@ def drop(window, path: Path) -> None:
     mime.setUrls([QtCore.QUrl.fromLocalFile(str(path))])
     pos = QtCore.QPointF(window.width() / 2, window.height() / 2)
     buttons, mods = QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier
-    enter = QtGui.QDragEnterEvent(pos, QtCore.Qt.DropAction.CopyAction, mime, buttons, mods)
+    enter = QtGui.QDragEnterEvent(pos.toPoint(), QtCore.Qt.DropAction.CopyAction, mime, buttons, mods)
     window.dragEnterEvent(enter)
     assert enter.isAccepted()
     event = QtGui.QDropEvent(pos, QtCore.Qt.DropAction.CopyAction, mime, buttons, mods)
