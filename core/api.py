@@ -231,7 +231,7 @@ def _score_training_features(model: SomadModel, features: torch.Tensor, monitor:
     """In-sample image scores of the training images, from their cached features."""
     size = model.config.features.image_size
     scores = []
-    batch = model.config.features.batch_size * 2
+    batch = 32
     for start in range(0, features.shape[0], batch):
         monitor.step("calibration", start, features.shape[0])
         chunk = features[start : start + batch].permute(0, 3, 1, 2)

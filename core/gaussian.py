@@ -17,6 +17,9 @@ With ``n0 = 0`` this is Eq. 2 as printed. Nodes with no hit hold no evidence of 
 out of the nearest-node search (no phantom nodes at the origin). Each covariance is stored as the inverse of
 its Cholesky factor, ``W_j = L_j^{-1}`` with ``Sigma_j = L_j L_j^T``, so that Eq. 3 becomes
 ``M = ||W_j (f - mu_j)||``.
+
+PaDiM's Gaussians, one per feature-grid position (:func:`fit_position_gaussians`), go through the same
+regularised factor (:func:`regularised_inverse_cholesky`) and are stored in the same :class:`NodeGaussians`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core.devices import single_threaded
 from core.progress import Monitor
 
 
@@ -54,13 +58,11 @@ def gaussian_bytes(n_nodes: int, dims: int) -> int:
     return 4 * n_nodes * (dims * dims + dims) + 8 * n_nodes
 
 
-def _group_by_node(
-    assignments: torch.Tensor, n_nodes: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    order = torch.argsort(assignments, stable=True)
-    counts = torch.bincount(assignments, minlength=n_nodes)
-    starts = torch.cumsum(counts, 0) - counts
-    return order, counts, starts
+def inverse_cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """``W = L^{-1}`` with ``cov = L L^T`` for a batch of covariances, as float32 (so ``M^2 = ||W (f - mu)||^2``)."""
+    chol = torch.linalg.cholesky(cov)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    return torch.linalg.solve_triangular(chol, eye.expand_as(cov), upper=False).float()
 
 
 def fit_node_gaussians(
@@ -77,53 +79,58 @@ def fit_node_gaussians(
     """Fit every node's Gaussian from ``features`` (N, d) and their best-matching units ``assignments`` (N,).
 
     ``fallback_means`` (the SOM weights) are kept as the means of nodes without hits, which stay masked out.
-    Scatter matrices are accumulated in float64 on ``device``, a chunk of nodes at a time, so memory stays
-    O(node_chunk d^2) beyond the stored factors.
+    Means and the pooled scatter come from one vectorised pass in float64; each node's scatter is then formed
+    from its centred patches (float32 products, summed into float64) a chunk of nodes at a time, so memory
+    stays O(node_chunk d^2) beyond the stored factors.
     """
     monitor = monitor or Monitor()
     dims = features.shape[1]
-    order, counts, starts = _group_by_node(assignments.cpu(), n_nodes)
+    counts = torch.bincount(assignments.cpu(), minlength=n_nodes)
     hit_nodes = torch.nonzero(counts).flatten().tolist()
-    total_steps = 2 * len(hit_nodes)
+    monitor.step("statistics", 0, n_nodes)
 
-    def members(node: int) -> torch.Tensor:
-        x = features[order[starts[node] : starts[node] + counts[node]]].to(device, torch.float64)
-        return x - x.mean(0)
-
-    # Pass 1: node means and the pooled within-node scatter.
-    means = fallback_means.detach().to(device, torch.float64).clone()
-    pooled = torch.zeros(dims, dims, dtype=torch.float64, device=device)
-    for i, node in enumerate(hit_nodes):
-        if i % 64 == 0:
-            monitor.step("statistics", i, total_steps)
-        x = features[order[starts[node] : starts[node] + counts[node]]].to(device, torch.float64)
-        means[node] = x.mean(0)
-        centred = x - means[node]
-        pooled += centred.T @ centred
-    pooled /= max(int(counts.sum()) - len(hit_nodes), 1)
-
-    # Pass 2: shrunk, regularised covariances, chunk by chunk, inverted through their Cholesky factors.
+    # Pass 1, vectorised: node means, and the pooled scatter sum_j S_j = sum_i f_i f_i^T - sum_j n_j mu_j mu_j^T.
+    assign_dev = assignments.to(device)
+    sums = torch.zeros(n_nodes, dims, dtype=torch.float64, device=device)
+    gram = torch.zeros(dims, dims, dtype=torch.float64, device=device)
+    for start in range(0, features.shape[0], 65536):
+        x = features[start : start + 65536].to(device, torch.float64)
+        sums.index_add_(0, assign_dev[start : start + 65536], x)
+        gram += x.T @ x
+        monitor.check()
     counts_dev = counts.to(device)
+    hit = counts_dev > 0
+    means = fallback_means.detach().to(device, torch.float64).clone()
+    means[hit] = sums[hit] / counts_dev[hit].unsqueeze(1)
+    pooled = (gram - (means[hit] * counts_dev[hit].unsqueeze(1)).T @ means[hit]) / max(
+        int(counts.sum()) - len(hit_nodes), 1
+    )
+
+    # Pass 2: each node's scatter from its contiguous slice of the sorted patches, then shrunk, regularised
+    # covariances, chunk by chunk, inverted through their Cholesky factors.
+    order = torch.argsort(assignments.cpu(), stable=True)
+    starts = (torch.cumsum(counts, 0) - counts).tolist()
+    counts_list = counts.tolist()
     inverse = torch.empty(n_nodes, dims, dims, dtype=torch.float32, device=device)
     eye = torch.eye(dims, dtype=torch.float64, device=device)
-    done = len(hit_nodes)
-    for start in range(0, n_nodes, node_chunk):
-        stop = min(start + node_chunk, n_nodes)
-        scatter = torch.zeros(stop - start, dims, dims, dtype=torch.float64, device=device)
-        for node in range(start, stop):
-            if counts[node] >= 2:
-                centred = members(node)
-                scatter[node - start] = centred.T @ centred
-                done += 1
-            elif counts[node] == 1:
-                done += 1
-        monitor.step("statistics", done, total_steps)
-        n = counts_dev[start:stop].to(torch.float64).view(-1, 1, 1)
-        own = (scatter + shrinkage * pooled) / (n - 1 + shrinkage).clamp_min(1e-12)
-        cov = torch.where(n >= 2, own, pooled.expand_as(own)) + lam * eye
-        chol = torch.linalg.cholesky(cov)
-        inverse[start:stop] = torch.linalg.solve_triangular(chol, eye.expand_as(cov), upper=False).float()
-    monitor.step("statistics", total_steps, total_steps)
+    with single_threaded(device):
+        for start in range(0, n_nodes, node_chunk):
+            stop = min(start + node_chunk, n_nodes)
+            monitor.step("statistics", start, n_nodes)
+            first, last = starts[start], starts[stop - 1] + counts_list[stop - 1]
+            block = features[order[first:last]].to(device, torch.float32)
+            scatter = torch.zeros(stop - start, dims, dims, dtype=torch.float64, device=device)
+            for node in range(start, stop):
+                if counts_list[node] >= 2:
+                    lo = starts[node] - first
+                    centred = block[lo : lo + counts_list[node]] - means[node].float()
+                    scatter[node - start] = (centred.T @ centred).double()
+            with torch.inference_mode():
+                n = counts_dev[start:stop].to(torch.float64).view(-1, 1, 1)
+                own = (scatter + shrinkage * pooled) / (n - 1 + shrinkage).clamp_min(1e-12)
+                cov = torch.where(n >= 2, own, pooled.expand_as(own)) + lam * eye
+            inverse[start:stop] = inverse_cholesky(cov)
+    monitor.step("statistics", n_nodes, n_nodes)
     return NodeGaussians(means.float(), inverse, counts.to(device))
 
 
@@ -139,12 +146,58 @@ def mahalanobis_to_nodes(x: torch.Tensor, nodes: torch.Tensor, gaussians: NodeGa
     sorted_nodes = flat[order]
     unique, counts = torch.unique_consecutive(sorted_nodes, return_counts=True)
     result = torch.empty(n * k, dtype=torch.float32, device=x.device)
-    patch_of = order // k
+    pairs_x = x[order // k]  # patches in node order: each node's rows are one contiguous slice
+    squared = torch.empty_like(result)
     start = 0
-    for node, count in zip(unique.tolist(), counts.tolist(), strict=True):
-        stop = start + count
-        rows = patch_of[start:stop]
-        z = (x[rows] - gaussians.means[node]) @ gaussians.inverse_cholesky[node].T
-        result[order[start:stop]] = (z * z).sum(1)
-        start = stop
+    with single_threaded(x.device):
+        for node, count in zip(unique.tolist(), counts.tolist(), strict=True):
+            stop = start + count
+            z = (pairs_x[start:stop] - gaussians.means[node]) @ gaussians.inverse_cholesky[node].T
+            squared[start:stop] = (z * z).sum(1)
+            start = stop
+    result[order] = squared
     return result.view(n, k)
+
+
+def fit_position_gaussians(
+    features: torch.Tensor,
+    lam: float,
+    device: torch.device,
+    monitor: Monitor | None = None,
+    position_chunk: int = 128,
+) -> NodeGaussians:
+    """One Gaussian per feature-grid position (PaDiM): mean and covariance over the N training images.
+
+    ``features`` is (N, P, d); ``Sigma_p = 1/(N-1) sum_i (f_ip - mu_p)(f_ip - mu_p)^T + lambda I``, stored like
+    node Gaussians (inverse Cholesky factors), so the same distance code serves both methods.
+    """
+    monitor = monitor or Monitor()
+    n, positions, dims = features.shape
+    means = torch.empty(positions, dims, dtype=torch.float32, device=device)
+    inverse = torch.empty(positions, dims, dims, dtype=torch.float32, device=device)
+    eye = torch.eye(dims, dtype=torch.float64, device=device)
+    for start in range(0, positions, position_chunk):
+        monitor.step("statistics", start, positions)
+        x = features[:, start : start + position_chunk].to(device, torch.float64)
+        mu = x.mean(0)
+        centred = (x - mu).permute(1, 0, 2)  # (chunk, N, d)
+        cov = centred.transpose(1, 2) @ centred / max(n - 1, 1) + lam * eye
+        means[start : start + position_chunk] = mu.float()
+        inverse[start : start + position_chunk] = inverse_cholesky(cov)
+    monitor.step("statistics", positions, positions)
+    counts = torch.full((positions,), n, dtype=torch.int64, device=device)
+    return NodeGaussians(means, inverse, counts)
+
+
+def mahalanobis_per_position(
+    x: torch.Tensor, gaussians: NodeGaussians, position_chunk: int = 256
+) -> torch.Tensor:
+    """Squared Mahalanobis distance (B, P) of each patch of ``x`` (B, P, d) to its own position's Gaussian."""
+    b, positions, _ = x.shape
+    out = torch.empty(b, positions, dtype=torch.float32, device=x.device)
+    for start in range(0, positions, position_chunk):
+        stop = min(start + position_chunk, positions)
+        centred = (x[:, start:stop] - gaussians.means[start:stop]).permute(1, 0, 2)  # (chunk, B, d)
+        z = centred @ gaussians.inverse_cholesky[start:stop].transpose(1, 2)
+        out[:, start:stop] = (z * z).sum(-1).T
+    return out

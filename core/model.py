@@ -19,6 +19,9 @@ from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import ImageResult
 from core.som import BatchSOM, umatrix
 
+#: Images whose patches go through the scoring head together: its per-node loop is paid once per group.
+HEAD_GROUP_IMAGES = 16
+
 
 @dataclass
 class SomadModel:
@@ -118,17 +121,23 @@ class SomadModel:
         """Anomaly maps of RGB uint8 images, each at its own size, in raw (comparable) Mahalanobis units."""
         monitor = Monitor(progress, cancel)
         batch_size = batch_size or self.config.features.batch_size
+        group = max(batch_size, HEAD_GROUP_IMAGES)
         results: list[ImageResult] = []
         paths = list(paths) if paths is not None else [None] * len(images)
-        for start in range(0, len(images), batch_size):
-            monitor.step("scoring", start, len(images))
-            batch = list(images[start : start + batch_size])
-            results += self._score_batch(batch, paths[start : start + batch_size])
+        for start in range(0, len(images), group):
+            features = []
+            for sub in range(start, min(start + group, len(images)), batch_size):
+                monitor.step("scoring", sub, len(images))
+                features.append(self.extractor(list(images[sub : sub + batch_size])))
+            results += self._score_group(
+                list(images[start : start + group]), torch.cat(features), paths[start : start + group]
+            )
         monitor.step("scoring", len(images), len(images))
         return results
 
-    def _score_batch(self, batch: list[np.ndarray], paths: Sequence[Path | None]) -> list[ImageResult]:
-        features = self.extractor(batch)
+    def _score_group(
+        self, batch: list[np.ndarray], features: torch.Tensor, paths: Sequence[Path | None]
+    ) -> list[ImageResult]:
         scores, nearest, best = self.score_features(features)
         maps = patch_scores_to_maps(
             scores, self.config.features.image_size, self.config.scoring.sigma, [im.shape[:2] for im in batch]
