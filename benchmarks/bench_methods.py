@@ -73,8 +73,11 @@ def main() -> None:
     parser.add_argument("--full-reference", action="store_true")
     parser.add_argument("--evaluate", action="store_true")
     parser.add_argument("--cache", default="/tmp/somad-coreset-cache")
+    parser.add_argument("--threads", type=int, help="intra-op threads (default: every core)")
     args = parser.parse_args()
     configure_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = SomadConfig(
         features=FeatureConfig(
             backbone="resnet18", layers=(2, 3), image_size=224, dims=384, random_init=True

@@ -33,12 +33,14 @@ from core.errors import (
     SomadError,
     WeightsError,
 )
+from core.methods import METHODS, MethodModel, fit_method
 from core.model import SomadModel
-from core.model_file import load_model
+from core.model_file import load_any_model, load_model
 from core.results import CategoryReport, ImageRecord, ImageResult
 
 __all__ = [
     "DEMO_CONFIG",
+    "METHODS",
     "Cancelled",
     "CategoryReport",
     "ConfigError",
@@ -48,6 +50,7 @@ __all__ = [
     "ImageReadError",
     "ImageRecord",
     "ImageResult",
+    "MethodModel",
     "ModelFileError",
     "ResourceError",
     "Sample",
@@ -64,6 +67,8 @@ __all__ = [
     "extract_features",
     "find_categories",
     "fit",
+    "fit_method",
+    "load_any_model",
     "load_images",
     "load_model",
     "make_demo_dataset",

@@ -341,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a model file")
     p.add_argument("model")
     p.add_argument("--json", action="store_true")
+    from core import bench, cluster_cli
+
+    bench.register(sub)
+    cluster_cli.register(sub)
     return parser
 
 
@@ -351,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = TerminalProgress(sys.stderr.isatty())
     try:
-        return COMMANDS[args.command](args, progress)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args, progress)
     except Cancelled:
         progress.close()
         print("somad: cancelled; nothing was written", file=sys.stderr)

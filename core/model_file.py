@@ -2,7 +2,9 @@
 
 The metadata (under the safetensors header key ``somad``) holds the format name and version, the method, the
 full configuration, the weights' origin, the thresholds, the training summary and a SHA-256 of every tensor,
-so a truncated, edited or foreign file is refused with a clear message and no code is ever executed.
+so a truncated, edited or foreign file is refused with a clear message and no code is ever executed. The method
+is ``somad`` or another key of :data:`core.methods.METHODS` (then with its ``method_options``), and
+:func:`load_any_model` picks the loader by it.
 """
 
 from __future__ import annotations
@@ -126,14 +128,50 @@ def save_model(model, path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, device: str = "auto"):
-    """Read a ``.somad`` file into a :class:`~core.model.SomadModel` on ``device``; shapes are checked."""
-    from core.gaussian import NodeGaussians
-    from core.model import SomadModel
+    """Read a ``.somad`` file into a :class:`~core.model.SomadModel` on ``device``; shapes are checked.
 
+    Files of other methods are refused here; :func:`load_any_model` reads every method.
+    """
     path = Path(path)
     tensors, meta = read_model_file(path)
     if meta.get("method", "somad") != "somad":
         raise ModelFileError(path, f"method {meta.get('method')!r} is not supported by this loader")
+    return _somad_model(path, tensors, meta, device)
+
+
+def save_any_model(model, path: str | Path) -> Path:
+    """Write a fitted model of any method: SOMAD exactly as :func:`save_model`, others by their ``method``.
+
+    A non-SOMAD model (:class:`~core.methods.MethodModel`) is stored with the same container, checksum and
+    format version: its tensors under ``detector.*`` plus ``channel_indices``, and in the metadata
+    ``method``, ``method_options``, ``gives_maps`` and the same fields as a SOMAD file.
+    """
+    from core.model import SomadModel
+
+    if isinstance(model, SomadModel):
+        return save_model(model, path)
+    if getattr(model, "method", None) == "somad":
+        return save_model(model.somad_model(), path)
+    tensors, metadata = model.file_state()
+    return write_model_file(path, tensors, metadata)
+
+
+def load_any_model(path: str | Path, device: str = "auto"):
+    """Read a model file of any method: a :class:`~core.model.SomadModel` for SOMAD files (as
+    :func:`load_model`), a :class:`~core.methods.MethodModel` for the others, chosen by ``method``."""
+    path = Path(path)
+    tensors, meta = read_model_file(path)
+    if meta.get("method", "somad") == "somad":
+        return _somad_model(path, tensors, meta, device)
+    from core.methods.model import MethodModel
+
+    return MethodModel.from_file_state(path, tensors, meta, device)
+
+
+def _somad_model(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: str):
+    from core.gaussian import NodeGaussians
+    from core.model import SomadModel
+
     try:
         config = SomadConfig.from_dict(meta["config"]).validate()
     except (KeyError, TypeError, ConfigError) as err:

@@ -1,0 +1,546 @@
+"""``somad bench``: every method on the same cached features, one Markdown table per category.
+
+    somad bench DATA --methods somad,padim,patchcore,ocsvm,iforest,kde,lof,elliptic \
+        [--backbone resnet18] [--random-init] [--json FILE] [--cache DIR]
+
+For each category of DATA (an MVTec-layout category or a root holding several) the training and test images
+go through the backbone once (:class:`~core.feature_cache.FeatureCache`); every method is then fitted on the
+same training features and scored on the same test features. Per method and category: image AUROC, pixel
+AUROC and PRO (``None`` / n/a for image-level methods, which give no map), fit seconds (on cached features),
+milliseconds per test image (reading and backbone, measured once for all methods, plus the method's own
+scoring and map making), the model file's size, and the process's peak resident memory during the method's
+fit and scoring (Linux: ``VmHWM`` after resetting it through ``/proc/self/clear_refs``; it includes the cached
+features held for every method).
+
+Each finished (method, category) result is stored at once in ``bench-results.json`` in the cache folder,
+keyed by everything it depends on, so a run that was interrupted resumes where it stopped and a repeated run
+only prints (``--fresh`` recomputes). Backbones with random weights are flagged in every table header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core import metrics
+from core.config import SomadConfig
+from core.errors import ConfigError, DataError, SomadError
+from core.feature_cache import ExtractedFeatures, FeatureCache, raise_if_empty, write_atomically
+from core.methods import METHODS, FeatureSet, MethodModel, create_detector
+from core.progress import Monitor, ProgressCallback
+
+RESULTS_NAME = "bench-results.json"
+RESULTS_FORMAT = 1
+Log = Callable[[str], None]
+
+
+def default_cache_folder() -> Path:
+    """``$XDG_CACHE_HOME/somad-inspector/features`` (``~/.cache/...`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "somad-inspector" / "features"
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"somad,padim"`` or ``"all"`` -> method names, in the given order, checked against the registry."""
+    names = list(METHODS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise ConfigError(
+            f"--methods: unknown {', '.join(unknown) or 'empty list'} (known: {', '.join(METHODS)})"
+        )
+    return list(dict.fromkeys(names))
+
+
+# -- peak memory ----------------------------------------------------------------------------------------
+class PeakMemory:
+    """Peak resident memory (and CUDA memory) of this process between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.resettable = False
+
+    def start(self) -> None:
+        gc.collect()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so they do not count
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            self.resettable = True
+        except OSError:
+            self.resettable = False
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def stop(self) -> dict[str, float | None]:
+        peak = None
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        if peak is None:
+            import resource
+
+            scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+        cuda = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
+        return {"peak_mb": peak, "peak_cuda_mb": cuda}
+
+
+# -- stored results -------------------------------------------------------------------------------------
+def _read_results(path: Path | None) -> dict[str, Any]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if data.get("format") != RESULTS_FORMAT or not isinstance(data.get("results"), dict):
+        return {}
+    return data["results"]
+
+
+def _write_results(path: Path | None, results: Mapping[str, Any]) -> None:
+    if path is None:
+        return
+    text = json.dumps({"format": RESULTS_FORMAT, "results": results}, indent=1)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def result_key(method: str, options: Mapping, config: SomadConfig, feature_keys: Sequence[str]) -> str:
+    """Everything a stored result depends on: method, its options, the configuration options that apply to
+    it, the device, and the feature cache keys (which cover backbone, weights and every image file)."""
+    flat = _flatten(config.to_dict())
+    relevant = {k: flat[k] for k in METHODS[method].config_options if k in flat}
+    text = json.dumps([method, dict(options), relevant, list(feature_keys)], sort_keys=True, default=str)
+    return f"{method}:{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# -- one method on one category ---------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _masks(samples, sizes) -> list[np.ndarray] | None:
+    from core.data import read_mask
+
+    masks = []
+    for sample, size in zip(samples, sizes, strict=True):
+        if sample.label == 0:
+            masks.append(np.zeros(size, bool))
+        elif sample.mask_path is None:
+            return None
+        else:
+            try:
+                masks.append(read_mask(sample.mask_path, size))
+            except DataError:
+                return None
+    return masks
+
+
+def run_method(
+    method: str,
+    options: Mapping[str, Any],
+    config: SomadConfig,
+    train: ExtractedFeatures,
+    test: ExtractedFeatures,
+    augmented: ExtractedFeatures | None,
+    labels: np.ndarray,
+    masks: list[np.ndarray] | None,
+    monitor: Monitor,
+) -> dict[str, Any]:
+    """Fit ``method`` on ``train``, score ``test``; metrics, timings, model size and peak memory."""
+    from core.devices import resolve_device
+
+    device = resolve_device(config.device)
+    detector = create_detector(method, config, options, device)
+    train_set = FeatureSet(
+        train.features.patches if detector.needs_patches else None,
+        train.features.pooled if detector.needs_pooled else {},
+        augmented.features.augmented if (augmented is not None and detector.wants_augmented) else {},
+    )
+    test_set = FeatureSet(
+        test.features.patches if detector.needs_patches else None,
+        test.features.pooled if detector.needs_pooled else {},
+    )
+    peak = PeakMemory(device)
+    peak.start()
+    t0 = time.perf_counter()
+    detector.fit(train_set, monitor)
+    _sync(device)
+    fit_s = time.perf_counter() - t0
+
+    batch = config.features.batch_size
+    n = len(test.paths)
+    maps: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            monitor.step("scoring", start, n)
+            stop = min(start + batch, n)
+            batch_maps, batch_scores = detector.anomaly_maps(
+                test_set.rows(start, stop), test.sizes[start:stop]
+            )
+            scores.append(batch_scores)
+            if batch_maps is not None:
+                maps += batch_maps
+    _sync(device)
+    head_s = time.perf_counter() - t0
+    memory = peak.stop()
+    monitor.step("scoring", n, n)
+
+    image_scores = np.concatenate(scores)
+    pixel_auroc = pro = None
+    if detector.gives_maps and masks is not None:
+        pixel_auroc = metrics.pixel_auroc(masks, maps)
+        pro = metrics.aupro(masks, maps)
+    model = MethodModel(method, config, detector, train.weights_origin, train.channel_indices, device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_mb = model.save(Path(tmp) / f"{method}.somad").stat().st_size / 2**20
+    head_ms = 1000.0 * head_s / max(n, 1)
+    return {
+        "image_auroc": metrics.image_auroc(labels, image_scores),
+        "pixel_auroc": pixel_auroc,
+        "pro": pro,
+        "fit_s": fit_s,
+        "ms_per_image": test.ms_per_image + head_ms,
+        "feature_ms_per_image": test.ms_per_image,
+        "head_ms_per_image": head_ms,
+        "model_mb": model_mb,
+        "peak_mb": memory["peak_mb"],
+        "peak_cuda_mb": memory["peak_cuda_mb"],
+        "n_train": len(train.paths),
+        "n_test": n,
+    }
+
+
+# -- the whole run --------------------------------------------------------------------------------------
+def run_bench(
+    root: str | Path,
+    config: SomadConfig,
+    methods: Sequence[str],
+    *,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    cache_folder: str | Path | None = None,
+    resume: bool = True,
+    progress: ProgressCallback | None = None,
+    log: Log | None = None,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Run ``methods`` on every category under ``root``; returns the report (see :func:`markdown`).
+
+    With ``cache_folder`` features are cached there and finished results stored next to them, so a rerun
+    resumes (``resume=False`` recomputes every result; features stay cached).
+    """
+    from core.api import _training_paths
+    from core.data import find_categories, open_dataset
+    from core.devices import device_name, resolve_device
+    from core.features import configure_threads
+
+    config = config.validate()
+    log = log or (lambda text: print(text, file=sys.stderr))
+    options = {m: METHODS[m].validate((options or {}).get(m)) for m in methods}
+    configure_threads()
+    device = resolve_device(config.device)
+    monitor = Monitor(progress)
+    cache = FeatureCache(
+        cache_folder,
+        device=device,
+        progress=progress,
+        strict=strict,
+        on_error=lambda err: log(f"warning: {err}"),
+    )
+    results_path = None if cache_folder is None else Path(cache_folder).expanduser() / RESULTS_NAME
+    stored = _read_results(results_path)
+    report: dict[str, Any] = {
+        "random_init": config.features.random_init,
+        "backbone": config.features.backbone,
+        "weights_origin": None,
+        "features": asdict(config.features),
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "methods": {
+            m: {
+                "label": METHODS[m].label,
+                "gives_maps": METHODS[m].gives_maps,
+                "options": options[m],
+                "categories": {},
+            }
+            for m in methods
+        },
+        "categories": {},
+    }
+    for folder in find_categories(root):
+        dataset = open_dataset(folder)
+        samples = [s for s in dataset.test if s.label >= 0]
+        if not samples:
+            raise DataError(folder, "no labelled test images (expected test/good and test/<defect>)")
+        train = cache.get(config.features, _training_paths(dataset, config.max_train))
+        raise_if_empty(train, f"{dataset.name} training")
+        test = cache.get(config.features, [s.path for s in samples])
+        raise_if_empty(test, f"{dataset.name} test")
+        wants_augmented = any(METHODS[m].detector.needs_pooled and options[m].get("augment") for m in methods)
+        augmented = cache.get(config.features, train.paths, augmented=True) if wants_augmented else None
+        by_path = {s.path: s for s in samples}
+        kept = [by_path[p] for p in test.paths]
+        labels = np.array([s.label for s in kept])
+        masks = _masks(kept, test.sizes)
+        report["weights_origin"] = train.weights_origin
+        report["categories"][dataset.name] = {
+            "n_train": len(train.paths),
+            "n_test": len(test.paths),
+            "n_unreadable": len(train.unreadable) + len(test.unreadable),
+            "feature_ms_per_image": test.ms_per_image,
+            "train_feature_s": train.seconds,
+            "pixel_masks": masks is not None,
+        }
+        keys = [train.key, test.key] + ([augmented.key] if augmented is not None else [])
+        for method in methods:
+            key = result_key(method, options[method], config, keys)
+            if resume and key in stored:
+                result = stored[key]["result"]
+                log(f"{dataset.name} {method}: stored result reused")
+            else:
+                log(f"{dataset.name} {method}: fitting")
+                result = run_method(
+                    method, options[method], config, train, test, augmented, labels, masks, monitor
+                )
+                stored[key] = {"method": method, "category": dataset.name, "result": result}
+                _write_results(results_path, stored)
+                log(
+                    f"{dataset.name} {method}: image AUROC {_fmt(result['image_auroc'])}, "
+                    f"fit {result['fit_s']:.1f} s"
+                )
+            report["methods"][method]["categories"][dataset.name] = result
+    return report
+
+
+# -- tables ---------------------------------------------------------------------------------------------
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _mb(value: float) -> str:
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def _setup_line(report: Mapping[str, Any]) -> str:
+    f = report["features"]
+    weights = (
+        "RANDOM-INIT weights (untrained: not comparable with pretrained figures)"
+        if report["random_init"]
+        else str(report.get("weights_origin") or "pretrained")
+    )
+    layers = ",".join(map(str, f["layers"]))
+    return (
+        f"{f['backbone']}, {weights}; layers {layers}, {f['image_size']} px, d = {f['dims']}; "
+        f"{report['device']}, {report['threads']} threads"
+    )
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """One table per category (and a table of means when there are several), random init flagged."""
+    flag = " [RANDOM-INIT backbone]" if report["random_init"] else ""
+    lines = [f"Setup: {_setup_line(report)}", ""]
+    header = (
+        f"| method{flag} | image AUROC | pixel AUROC | PRO | fit s | ms/image | model MB | peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    )
+    categories = list(report["categories"])
+    for name in categories:
+        info = report["categories"][name]
+        lines += [
+            f"### {name}{flag}",
+            "",
+            f"{info['n_train']} training and {info['n_test']} test images; reading and backbone "
+            f"{info['feature_ms_per_image']:.1f} ms per image (included in ms/image)"
+            + ("" if info["pixel_masks"] else "; no masks: pixel metrics n/a"),
+            "",
+            *header,
+        ]
+        for entry in report["methods"].values():
+            r = entry["categories"].get(name)
+            if r is None:
+                continue
+            lines.append(
+                f"| {entry['label']} | {_fmt(r['image_auroc'])} | {_fmt(r['pixel_auroc'])} | {_fmt(r['pro'])} "
+                f"| {r['fit_s']:.1f} | {r['ms_per_image']:.1f} | {_mb(r['model_mb'])} | {_fmt(r['peak_mb'], 0)} |"
+            )
+        lines.append("")
+    if len(categories) > 1:
+        lines += [f"### mean over {len(categories)} categories{flag}", "", *header]
+        for entry in report["methods"].values():
+            rs = list(entry["categories"].values())
+            if not rs:
+                continue
+
+            def mean(key: str, rs=rs) -> float | None:
+                return _mean([r[key] for r in rs])
+
+            lines.append(
+                f"| {entry['label']} | {_fmt(mean('image_auroc'))} | {_fmt(mean('pixel_auroc'))} "
+                f"| {_fmt(mean('pro'))} | {mean('fit_s'):.1f} | {mean('ms_per_image'):.1f} "
+                f"| {_mb(mean('model_mb') or 0.0)} | {_fmt(mean('peak_mb'), 0)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- command line ---------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``bench`` options: the data, the methods, ``somad fit``'s feature and method options, output."""
+    from core.cli import _add_fit_options
+
+    parser.add_argument("data", help="an MVTec-layout category or a root holding several")
+    parser.add_argument(
+        "--methods",
+        default="all",
+        help=f"comma-separated, or all (default): {','.join(METHODS)}",
+    )
+    _add_fit_options(parser)
+    b = parser.add_argument_group("bench")
+    b.add_argument("--json", help="write the report to this file")
+    b.add_argument("--cache", help=f"feature cache and stored results (default: {default_cache_folder()})")
+    b.add_argument("--no-cache", action="store_true", help="extract features in memory only, store nothing")
+    b.add_argument("--fresh", action="store_true", help="recompute stored results (features stay cached)")
+    b.add_argument("--coreset-ratio", type=float, help="PatchCore: share of patches kept (default 0.1)")
+    b.add_argument("--stage", type=int, help="image-level methods: backbone stage to pool (default: deepest)")
+    b.add_argument("--augment", action="store_true", help="image-level methods: add rotated/flipped copies")
+    b.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="METHOD.NAME=VALUE",
+        help="any method option, e.g. lof.n_neighbors=8 (repeatable)",
+    )
+    return parser
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``bench`` sub-command to ``somad``'s sub-parsers; its handler is ``cmd_bench``."""
+    parser = subparsers.add_parser(
+        "bench", help="compare methods on the same cached features: a table per category"
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def options_from_args(args: argparse.Namespace, methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Method options named by ``--coreset-ratio``, ``--stage``, ``--augment`` and ``--option``."""
+    options: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for m in methods:
+        names = {s.name for s in METHODS[m].options}
+        if args.coreset_ratio is not None and "coreset_ratio" in names:
+            options[m]["coreset_ratio"] = args.coreset_ratio
+        if args.stage is not None and "stage" in names:
+            options[m]["stage"] = args.stage
+        if args.augment and "augment" in names:
+            options[m]["augment"] = True
+    for item in args.option:
+        target, _, value = item.partition("=")
+        method, _, name = target.partition(".")
+        if not value or not name or method not in METHODS:
+            raise ConfigError(f"--option: expected METHOD.NAME=VALUE with a known method, got {item!r}")
+        if method in options:
+            options[method][name] = value
+    for m in methods:
+        METHODS[m].validate(options[m])
+    return options
+
+
+def cmd_bench(args: argparse.Namespace, progress) -> int:
+    """``somad bench``: run, print the tables, write ``--json``."""
+    from core.cli import RANDOM_INIT_NOTE, config_from_args
+
+    config = config_from_args(args)
+    methods = parse_methods(args.methods)
+    options = options_from_args(args, methods)
+    cache = None if args.no_cache else Path(args.cache) if args.cache else default_cache_folder()
+    if args.json and not Path(args.json).expanduser().parent.exists():
+        raise DataError(args.json, "output folder does not exist")
+
+    def log(text: str) -> None:
+        if hasattr(progress, "close"):
+            progress.close()
+        print(text, file=sys.stderr)
+
+    report = run_bench(
+        args.data,
+        config,
+        methods,
+        options=options,
+        cache_folder=cache,
+        resume=not args.fresh,
+        progress=progress,
+        log=log,
+        strict=args.strict,
+    )
+    if hasattr(progress, "close"):
+        progress.close()
+    argv = getattr(args, "argv", None)
+    report["command"] = "somad " + " ".join(["bench", *argv] if argv is not None else sys.argv[1:])
+    print(markdown(report))
+    if report["random_init"]:
+        print(f"note: {RANDOM_INIT_NOTE}")
+    if args.json:
+        Path(args.json).expanduser().write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m core.bench DATA ...``: the same as ``somad bench`` without the ``somad`` entry point."""
+    from core.cli import TerminalProgress
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = add_arguments(argparse.ArgumentParser(prog="somad bench", description=__doc__.split("\n")[0]))
+    args = parser.parse_args(argv)
+    args.argv = argv
+    progress = TerminalProgress(sys.stderr.isatty())
+    try:
+        return cmd_bench(args, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print("somad: interrupted; finished results are stored", file=sys.stderr)
+        return 130
+    except SomadError as err:
+        progress.close()
+        print(f"somad: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
