@@ -12,6 +12,7 @@ import core
 from somad_gui import app as app_module
 from somad_gui import dialogs
 from somad_gui.browser.widget import BrowserWidget
+from somad_gui.defect_types import DefectTypesDock
 from somad_gui.export.controller import BatchExportDialog, Exporter, resolve_targets
 from somad_gui.session import ERROR, Session
 from somad_gui.som_panes.widget import SomPanesWidget
@@ -57,6 +58,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.threshold_dock = self._dock(
             "Threshold", self.threshold, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea
         )
+        self.defect_types_dock = DefectTypesDock(self, jobs=self.session.jobs)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, self.defect_types_dock)
+        self.tabifyDockWidget(self.threshold_dock, self.defect_types_dock)
+        self.threshold_dock.raise_()
         self.som_dock.raise_()
         # The threshold dock spans the whole width under the browser, viewer and SOM panes.
         self.setCorner(QtCore.Qt.Corner.BottomLeftCorner, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
@@ -76,6 +81,8 @@ class MainWindow(QtWidgets.QMainWindow):
         s.modelChanged.connect(self._update_title)
         s.resultsChanged.connect(self._update_title)
         s.scoringFinished.connect(self._scoring_finished)
+        s.scoringFinished.connect(self._offer_defect_types)
+        self.defect_types_dock.image_selected.connect(self.show_image_path)
         s.jobs.jobStarted.connect(self._job_started)
         s.jobs.busyChanged.connect(self._busy_changed)
         s.fitFinished.connect(lambda _m: self.browser_dock.raise_())
@@ -86,6 +93,26 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_title()
         app_module.tune_interpreter()
         app_module.freeze_long_lived()
+
+    # -- defect types -----------------------------------------------------------------------------------------
+    def _offer_defect_types(self) -> None:
+        """After scoring, the Defect types pane can cluster the test images at the current threshold."""
+        session = self.session
+        test = [e for e in session.store.entries if e.split == "test"]
+        self.defect_types_dock.panel.set_source(
+            session.model,
+            [e.path for e in test],
+            dataset=None if session.dataset is None else session.dataset.root,
+            defect_types=[e.defect_type for e in test],
+            threshold=session.threshold,
+        )
+
+    def show_image_path(self, path: Path) -> None:
+        """Open the image at ``path`` in the viewer (selecting it in the browser)."""
+        for entry in self.session.store.entries:
+            if entry.path == Path(path):
+                self.browser.select_entry(entry.index)
+                return
 
     # -- construction -----------------------------------------------------------------------------------------
     def _dock(

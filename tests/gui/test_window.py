@@ -72,3 +72,11 @@ def test_installed_qt_binding_keeps_references_to_none():
     for _ in range(256):
         probe.setObjectName("probe")
     assert before - sys.getrefcount(None) < 128
+
+
+def test_defect_types_pane_offers_the_scored_test_images(loaded_window):
+    panel = loaded_window.defect_types_dock.panel
+    assert panel.cluster_button.isEnabled()
+    entry = next(e for e in loaded_window.session.store.entries if e.split == "test" and e.label == 1)
+    loaded_window.defect_types_dock.image_selected.emit(entry.path)
+    assert loaded_window.session.current_entry().path == entry.path
