@@ -349,6 +349,8 @@ def _load_masks(
     for i, (sample, result) in enumerate(scored):
         if i % 16 == 0:
             monitor.check()
+        if result.anomaly_map is None:  # image-level detectors give no map
+            return None, [], []
         shape = result.anomaly_map.shape
         if sample.label == 0:
             masks.append(np.zeros(shape, bool))

@@ -184,9 +184,9 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
     from core import render
     from core.api import score_paths
     from core.data import read_image
-    from core.model_file import load_model
+    from core.model_file import load_any_model
 
-    model = load_model(args.model, device=args.device)
+    model = load_any_model(args.model, device=args.device)
     threshold = _threshold(model, args.threshold)
     paths = _image_paths(args.paths)
     out = Path(args.out)
@@ -207,6 +207,9 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
             stem = f"{path.parent.name}_{stem}"
         used.add(stem)
         verdict = "NG" if result.score >= threshold else "OK"
+        if result.anomaly_map is None:  # image-level detector: a score, no map
+            rows.append([str(path), f"{result.score:.6g}", verdict, f"{threshold:.6g}", "", args.model])
+            continue
         image = read_image(path)
         heat = render.heatmap_rgb(result.anomaly_map, vmin, vmax)
         caption = f"{verdict}  score {result.score:.2f}  threshold {threshold:.2f}"
@@ -235,9 +238,9 @@ def _fmt(value: float | None) -> str:
 def cmd_eval(args: argparse.Namespace, progress: TerminalProgress) -> int:
     from core.api import evaluate, store_thresholds
     from core.data import find_categories, open_dataset
-    from core.model_file import load_model
+    from core.model_file import load_any_model
 
-    model = load_model(args.model, device=args.device)
+    model = load_any_model(args.model, device=args.device)
     categories = find_categories(args.data)
     reports = {}
     for folder in categories:
@@ -359,11 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, progress)
     except Cancelled:
         progress.close()
-        print("somad: cancelled; nothing was written", file=sys.stderr)
+        print("somad: cancelled", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         progress.close()
-        print("somad: interrupted; nothing was written", file=sys.stderr)
+        print("somad: interrupted", file=sys.stderr)
         return 130
     except SomadError as err:
         progress.close()

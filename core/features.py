@@ -96,7 +96,7 @@ def _create_backbone(config: FeatureConfig) -> tuple[torch.nn.Module, str]:
     normalisation of every residual block, so an untrained network passes only its shortcuts.
     """
     timm = _import_timm()
-    kwargs: dict = {"features_only": True, "out_indices": tuple(config.layers)}
+    kwargs: dict = {"features_only": True, "out_indices": tuple(sorted(config.layers))}
     offline_ok = config.random_init or bool(config.weights)
     if not timm.is_model(config.backbone):
         raise WeightsError(f"unknown backbone {config.backbone!r}: expected a timm model name")

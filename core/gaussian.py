@@ -19,7 +19,7 @@ its Cholesky factor, ``W_j = L_j^{-1}`` with ``Sigma_j = L_j L_j^T``, so that Eq
 ``M = ||W_j (f - mu_j)||``.
 
 PaDiM's Gaussians, one per feature-grid position (:func:`fit_position_gaussians`), go through the same
-regularised factor (:func:`regularised_inverse_cholesky`) and are stored in the same :class:`NodeGaussians`.
+regularised factor (:func:`inverse_cholesky`) and are stored in the same :class:`NodeGaussians`.
 """
 
 from __future__ import annotations

@@ -13,12 +13,12 @@ class ImageResult:
     """The anomaly map of one image and what the SOM says about each of its patches.
 
     ``anomaly_map`` is float32 at the image's own height x width, in raw Mahalanobis units (Eq. 3 of SOMAD), so
-    one threshold means the same on every image. ``score`` is its maximum. ``nearest_nodes`` (gh, gw, k) holds the
+    one threshold means the same on every image; ``None`` for image-level detectors. ``score`` is its maximum. ``nearest_nodes`` (gh, gw, k) holds the
     indices (row-major, ``r * cols + c``) of each feature-grid patch's k nearest SOM nodes by Euclidean distance,
     nearest first; ``best_node`` (gh, gw) the one of them with the smallest Mahalanobis distance.
     """
 
-    anomaly_map: np.ndarray
+    anomaly_map: np.ndarray | None
     score: float
     nearest_nodes: np.ndarray
     best_node: np.ndarray

@@ -48,7 +48,8 @@ class PadimDetector(Detector):
         b, gh, gw, d = features.patches.shape
         if (gh, gw) != self.grid:
             raise ValueError(f"PaDiM was fitted on a {self.grid} grid, got {(gh, gw)}")
-        d2 = mahalanobis_per_position(features.patches.reshape(b, gh * gw, d), self.gaussians)
+        x = features.patches.reshape(b, gh * gw, d).to(self.gaussians.means.device, torch.float32)
+        d2 = mahalanobis_per_position(x, self.gaussians)
         return d2.clamp_min(0).sqrt().view(b, gh, gw)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
