@@ -3,6 +3,7 @@ recent datasets, drag and drop, the status bar and a clean shutdown of backgroun
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ class MainWindow(QtWidgets.QMainWindow):
         s.resultsChanged.connect(self._update_title)
         s.scoringFinished.connect(self._scoring_finished)
         s.scoringFinished.connect(self._offer_defect_types)
+        s.thresholdChanged.connect(self._offer_defect_types)
         self.defect_types_dock.image_selected.connect(self.show_image_path)
         s.jobs.jobStarted.connect(self._job_started)
         s.jobs.busyChanged.connect(self._busy_changed)
@@ -95,16 +97,17 @@ class MainWindow(QtWidgets.QMainWindow):
         app_module.freeze_long_lived()
 
     # -- defect types -----------------------------------------------------------------------------------------
-    def _offer_defect_types(self) -> None:
+    def _offer_defect_types(self, *_args) -> None:
         """After scoring, the Defect types pane can cluster the test images at the current threshold."""
         session = self.session
         test = [e for e in session.store.entries if e.split == "test"]
+        labelled = all(e.label >= 0 for e in test)
         self.defect_types_dock.panel.set_source(
             session.model,
             [e.path for e in test],
             dataset=None if session.dataset is None else session.dataset.root,
-            defect_types=[e.defect_type for e in test],
-            threshold=session.threshold,
+            defect_types=[e.defect_type for e in test] if labelled else None,
+            threshold=session.threshold if math.isfinite(session.threshold) else None,
         )
 
     def show_image_path(self, path: Path) -> None:
