@@ -33,6 +33,7 @@ from core.errors import (
     SomadError,
     WeightsError,
 )
+from core.features import prepare_backbone_library
 from core.methods import METHODS, MethodModel, fit_method
 from core.model import SomadModel
 from core.model_file import load_any_model, load_model
@@ -74,6 +75,7 @@ __all__ = [
     "make_demo_dataset",
     "metrics",
     "open_dataset",
+    "prepare_backbone_library",
     "read_image",
     "read_mask",
     "resolve_device",

@@ -275,3 +275,12 @@ def configure_threads() -> None:
     """Use every core for intra-op parallelism unless the user set ``OMP_NUM_THREADS``."""
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def prepare_backbone_library() -> None:
+    """Import timm (and its torchvision guard) now.
+
+    Its first import takes seconds of mostly GIL-holding work; a window calls this at start-up so that a
+    fit started later in a worker thread does not stall the interface.
+    """
+    _import_timm()

@@ -36,6 +36,7 @@ class MainWindow(QtWidgets.QMainWindow):
         restore_layout: bool = True,
     ):
         super().__init__(parent)
+        core.prepare_backbone_library()  # import timm here, not in a fit's worker: that import holds the GIL
         self.setObjectName("somad-main")
         self.session = session or Session(self)
         self.setAcceptDrops(True)
