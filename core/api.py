@@ -26,7 +26,7 @@ from core.maps import patch_scores_to_maps
 from core.model import SomadModel
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import CategoryReport, ImageRecord, ImageResult
-from core.som import BatchSOM
+from core.som import train_som
 
 #: A small configuration that fits the built-in demo set in well under a minute on a 2-core CPU.
 DEMO_CONFIG = SomadConfig(
@@ -165,14 +165,7 @@ def fit(
     timings["features"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    som = BatchSOM(config.som.rows, config.som.cols, d, device, config.som.chunk_size)
-    if config.som.init == "positional":
-        som.init_positional(features.mean(0).permute(2, 0, 1))
-    elif config.som.init == "pca":
-        som.init_pca(patches, config.som.seed)
-    else:
-        som.init_random(patches, config.som.seed)
-    som.fit(patches, config.som, monitor)
+    som = train_som(features, config.som, device, monitor)
     nearest, nearest_d2 = som.nearest(patches, 1)
     assignments = nearest[:, 0]
     quantization_error = float(nearest_d2[:, 0].sqrt().mean())

@@ -19,6 +19,15 @@ from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import ImageResult
 from core.som import BatchSOM, umatrix
 
+#: Stored thresholds in order of preference: best F1 where labels were seen, then false-reject presets.
+THRESHOLD_PREFERENCE = ("best_f1", "false_reject_1pct", "train_false_reject_1pct")
+
+
+def preferred_threshold(thresholds: dict[str, float]) -> float | None:
+    """The first stored threshold of :data:`THRESHOLD_PREFERENCE`, or ``None``."""
+    return next((thresholds[key] for key in THRESHOLD_PREFERENCE if key in thresholds), None)
+
+
 #: Images whose patches go through the scoring head together: its per-node loop is paid once per group.
 HEAD_GROUP_IMAGES = 16
 
@@ -53,11 +62,8 @@ class SomadModel:
 
     @property
     def threshold(self) -> float | None:
-        """The preferred stored threshold: best F1 where labels were seen, else the false-reject preset."""
-        for key in ("best_f1", "false_reject_1pct", "train_false_reject_1pct"):
-            if key in self.thresholds:
-                return self.thresholds[key]
-        return None
+        """The preferred stored threshold (see :func:`preferred_threshold`)."""
+        return preferred_threshold(self.thresholds)
 
     def umatrix(self) -> np.ndarray:
         """(rows, cols) U-matrix of the SOM weights."""

@@ -207,6 +207,23 @@ class BatchSOM:
         return umatrix(self.weights.cpu().numpy(), self.rows, self.cols)
 
 
+def train_som(
+    position_features: torch.Tensor, config: SomConfig, device: torch.device, monitor: Monitor | None = None
+) -> BatchSOM:
+    """Initialise (positional, PCA or random, per ``config.init``) and train a SOM on (N, gh, gw, d) features."""
+    dims = position_features.shape[-1]
+    patches = position_features.reshape(-1, dims)
+    som = BatchSOM(config.rows, config.cols, dims, device, config.chunk_size)
+    if config.init == "positional":
+        som.init_positional(position_features.mean(0).permute(2, 0, 1))
+    elif config.init == "pca":
+        som.init_pca(patches, config.seed)
+    else:
+        som.init_random(patches, config.seed)
+    som.fit(patches, config, monitor)
+    return som
+
+
 def umatrix(weights: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Unified distance matrix: mean Euclidean distance of each node to its 8-neighbourhood."""
     w = weights.reshape(rows, cols, -1).astype(np.float64)

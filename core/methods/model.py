@@ -26,6 +26,7 @@ from core.errors import ConfigError, DataError, ModelFileError
 from core.features import FeatureExtractor, configure_threads
 from core.maps import image_score, patch_scores_to_maps
 from core.methods.base import Detector, FeatureSet
+from core.model import preferred_threshold
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import ImageResult
 
@@ -75,10 +76,7 @@ class MethodModel:
 
     @property
     def threshold(self) -> float | None:
-        for key in ("best_f1", "false_reject_1pct", "train_false_reject_1pct"):
-            if key in self.thresholds:
-                return self.thresholds[key]
-        return None
+        return preferred_threshold(self.thresholds)
 
     @property
     def nbytes(self) -> int:

@@ -17,7 +17,7 @@ from core.gaussian import NodeGaussians, fit_node_gaussians
 from core.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector, FeatureSet
 from core.model import SomadModel
 from core.progress import Monitor
-from core.som import BatchSOM
+from core.som import train_som
 
 
 class SomadDetector(Detector):
@@ -53,14 +53,7 @@ class SomadDetector(Detector):
         grid = features.patches.to(storage, torch.float32)
         d = grid.shape[-1]
         patches = grid.reshape(-1, d)
-        som = BatchSOM(config.som.rows, config.som.cols, d, device, config.som.chunk_size)
-        if config.som.init == "positional":
-            som.init_positional(grid.mean(0).permute(2, 0, 1))
-        elif config.som.init == "pca":
-            som.init_pca(patches, config.som.seed)
-        else:
-            som.init_random(patches, config.som.seed)
-        som.fit(patches, config.som, monitor)
+        som = train_som(grid, config.som, device, monitor)
         nearest, _ = som.nearest(patches, 1)
         self.gaussians = fit_node_gaussians(
             patches,
