@@ -303,12 +303,27 @@ def cmd_info(args: argparse.Namespace, progress: TerminalProgress) -> int:
         f"{tensors['channel_indices'].numel()} channels"
     )
     print(f"weights      {meta['weights_origin']}" + ("  (RANDOM INIT)" if meta.get("random_init") else ""))
-    som = cfg["som"]
-    print(f"SOM          {som['rows']} x {som['cols']}, {som['epochs']} epochs, init {som['init']}")
-    print(
-        f"statistics   lambda {cfg['statistics']['lam']}, shrinkage {cfg['statistics']['shrinkage']}; "
-        f"k {cfg['scoring']['k']}, sigma {cfg['scoring']['sigma']}"
-    )
+    method = meta.get("method", "somad")
+    if method == "somad":
+        som = cfg["som"]
+        print(f"SOM          {som['rows']} x {som['cols']}, {som['epochs']} epochs, init {som['init']}")
+        print(
+            f"statistics   lambda {cfg['statistics']['lam']}, shrinkage {cfg['statistics']['shrinkage']}; "
+            f"k {cfg['scoring']['k']}, sigma {cfg['scoring']['sigma']}"
+        )
+    else:
+        from core.methods import METHODS
+
+        info = METHODS.get(method)
+        label = info.label if info is not None else method
+        maps = "anomaly maps" if meta.get("gives_maps", True) else "image scores only (no heatmap)"
+        print(f"method       {label}: {maps}")
+        options = meta.get("method_options") or {}
+        print("options      " + (", ".join(f"{k} {v}" for k, v in options.items()) or "none"))
+        if info is not None:
+            used = [name for name in ("statistics.lam", "scoring.sigma") if info.applies(name)]
+            if used:
+                print("config       " + ", ".join(f"{n} {_dotted(cfg, n)}" for n in used))
     print(f"thresholds   {meta.get('thresholds')}")
     summary = meta.get("training_summary", {})
     print(
@@ -316,6 +331,11 @@ def cmd_info(args: argparse.Namespace, progress: TerminalProgress) -> int:
         f"seconds {summary.get('seconds')}, device {summary.get('device')}"
     )
     return 0
+
+
+def _dotted(config: dict, name: str):
+    section, key = name.split(".", 1)
+    return config[section][key]
 
 
 def build_parser() -> argparse.ArgumentParser:

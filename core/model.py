@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -46,7 +47,18 @@ class SomadModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     _extractor: FeatureExtractor | None = field(default=None, repr=False)
 
+    #: The method's key in :data:`core.methods.METHODS`; a front end treats every fitted model alike
+    #: through ``method``, ``label``, ``gives_maps`` and ``options`` (as on :class:`~core.methods.MethodModel`).
+    method: ClassVar[str] = "somad"
+    label: ClassVar[str] = "SOMAD"
+    gives_maps: ClassVar[bool] = True
+
     # -- what a front end shows ------------------------------------------------------------------------
+    @property
+    def options(self) -> dict[str, Any]:
+        """The method's own options: SOMAD has none beyond its config."""
+        return {}
+
     @property
     def random_init(self) -> bool:
         """True when the backbone had random weights: results then say so everywhere."""

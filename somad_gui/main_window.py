@@ -15,7 +15,7 @@ from somad_gui import dialogs
 from somad_gui.browser.widget import BrowserWidget
 from somad_gui.defect_types import DefectTypesDock
 from somad_gui.export.controller import BatchExportDialog, Exporter, resolve_targets
-from somad_gui.session import ERROR, Session
+from somad_gui.session import ERROR, Session, method_label
 from somad_gui.som_panes.widget import SomPanesWidget
 from somad_gui.threshold.widget import ThresholdPanel
 from somad_gui.training.widget import TrainingPanel
@@ -104,11 +104,15 @@ class MainWindow(QtWidgets.QMainWindow):
         test = [e for e in session.store.entries if e.split == "test"]
         labelled = all(e.label >= 0 for e in test)
         self.defect_types_dock.panel.set_source(
-            session.model,
+            session.model if session.has_som else None,
             [e.path for e in test],
             dataset=None if session.dataset is None else session.dataset.root,
             defect_types=[e.defect_type for e in test] if labelled else None,
             threshold=session.threshold if math.isfinite(session.threshold) else None,
+            unavailable=None
+            if session.model is None or session.has_som
+            else f"Defect types need a SOMAD model: its maps and SOM nodes describe each defect "
+            f"({method_label(session.model)} has no SOM)",
         )
 
     def show_image_path(self, path: Path) -> None:
@@ -336,9 +340,13 @@ class MainWindow(QtWidgets.QMainWindow):
             self.model_label.setText("No model")
         else:
             cfg = model.config
-            rows, cols = model.som_shape
             name = self.session.model_path.name if self.session.model_path else "unsaved model"
-            self.model_label.setText(f"{name}: {cfg.features.backbone}, SOM {rows}×{cols}")
+            if self.session.has_som:
+                rows, cols = model.som_shape
+                what = f"SOMAD, SOM {rows}×{cols}"
+            else:
+                what = method_label(model) + ("" if model.gives_maps else " (image scores only)")
+            self.model_label.setText(f"{name}: {what}, {cfg.features.backbone}")
             self.model_label.setToolTip(str(getattr(model, "weights_origin", "")))
         self.random_init_label.setVisible(self.session.random_init)
         has_model = model is not None

@@ -131,6 +131,9 @@ def compute_metrics(
     fpr, tpr, _ = core.metrics.roc_curve_points(labels, scores)
     metrics.roc = (np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64))
 
+    if not all(results[e.index].has_map for e in labelled):
+        metrics.notes.append("this method gives image scores only: pixel AUROC and PRO unavailable")
+        return metrics
     with_masks = [e for e in labelled if e.label == 0 or e.mask_path is not None]
     if not any(e.mask_path is not None for e in with_masks):
         metrics.notes.append("no ground-truth masks: pixel AUROC and PRO unavailable")

@@ -55,8 +55,17 @@ def _demo_work(cache: Path, *, progress=None, cancel=None) -> Any:
     return core.open_dataset(root)
 
 
-def _fit_work(train: Any, config: Any, save_to: Path | None, *, progress=None, cancel=None) -> Any:
-    model = core.fit(train, config, progress=progress, cancel=cancel)
+def _fit_work(
+    train: Any,
+    config: Any,
+    method: str,
+    options: dict[str, Any] | None,
+    save_to: Path | None,
+    *,
+    progress=None,
+    cancel=None,
+) -> Any:
+    model = core.fit_method(train, method, config, options, progress=progress, cancel=cancel)
     if save_to is not None:
         if cancel is not None and cancel():
             raise core.Cancelled("cancelled by the user")
@@ -66,12 +75,17 @@ def _fit_work(train: Any, config: Any, save_to: Path | None, *, progress=None, c
 
 
 def _load_work(path: Path, *, progress=None, cancel=None) -> Any:
-    return core.load_model(path)
+    return core.load_any_model(path)
 
 
 def _save_work(model: Any, path: Path, *, progress=None, cancel=None) -> Path:
     model.save(path)
     return path
+
+
+def method_label(model: Any) -> str:
+    """The method's display name of a fitted model ("SOMAD", "PaDiM", "Local Outlier Factor", ...)."""
+    return str(getattr(model, "label", "SOMAD"))
 
 
 class Session(QtCore.QObject):
@@ -156,7 +170,15 @@ class Session(QtCore.QObject):
         return len(self.store)
 
     # -- model ------------------------------------------------------------------------------------------------
-    def fit(self, config: Any, *, save_to: str | Path | None = None) -> Job | None:
+    def fit(
+        self,
+        config: Any,
+        *,
+        method: str = "somad",
+        options: dict[str, Any] | None = None,
+        save_to: str | Path | None = None,
+    ) -> Job | None:
+        """Fit ``method`` (a key of ``core.METHODS``, with its own ``options``) on the dataset's good images."""
         if self.dataset is None:
             self.error("Open a dataset before fitting a model")
             return None
@@ -166,13 +188,16 @@ class Session(QtCore.QObject):
         self.jobs.cancel("score")
         train = self.dataset
         target = None if save_to is None else Path(save_to)
+        label = core.METHODS[method].label if method in core.METHODS else method
         job = self.jobs.start(
-            "fit", partial(_fit_work, train, config, target), f"Fitting on {self.dataset.name}"
+            "fit",
+            partial(_fit_work, train, config, method, options, target),
+            f"Fitting {label} on {self.dataset.name}",
         )
         job.succeeded.connect(lambda model: self._fitted(model, target))
         job.failed.connect(lambda msg: self.error(f"Fit failed: {msg}"))
         job.cancelled.connect(lambda: self.info("Fit cancelled: nothing was written"))
-        self.info(f"Fitting on {len(self.dataset.train)} training images of {self.dataset.name}…")
+        self.info(f"Fitting {label} on {len(self.dataset.train)} training images of {self.dataset.name}…")
         return job
 
     def _fitted(self, model: Any, path: Path | None) -> None:
@@ -212,6 +237,8 @@ class Session(QtCore.QObject):
         self.model_path = None if path is None else Path(path)
         self.store.clear_results()
         self.metrics = RunMetrics()
+        if not getattr(model, "gives_maps", True):
+            self.info(f"{method_label(model)} gives image scores only: no heatmaps or pixel metrics")
         if getattr(model, "random_init", False):
             self.warn(
                 "This model uses random-init features: scores show the pipeline works, not its accuracy"
@@ -220,6 +247,11 @@ class Session(QtCore.QObject):
         self.resultsChanged.emit()
         if self.dataset is not None and self.dataset.test:
             self.score_dataset()
+
+    @property
+    def has_som(self) -> bool:
+        """True when the model is a SOMAD model (it has a SOM for the SOM panes and node readouts)."""
+        return isinstance(self.model, core.SomadModel)
 
     @property
     def random_init(self) -> bool:

@@ -56,17 +56,34 @@ class Entry:
 
 @dataclass
 class StoredResult:
-    """The parts of ``core.ImageResult`` the window keeps for one image."""
+    """The parts of ``core.ImageResult`` the window keeps for one image.
 
-    anomaly_map: np.ndarray
+    ``anomaly_map`` is ``None`` for image-level detectors (a score, no heatmap); ``image_shape`` is then (0, 0)
+    and ``map_min`` the score. ``best_node`` holds SOM node indices for SOMAD models only (else -1 or empty).
+    """
+
+    anomaly_map: np.ndarray | None
     image_shape: tuple[int, int]
     score: float
     nearest_nodes: np.ndarray
     best_node: np.ndarray
     map_min: float
 
+    @property
+    def has_map(self) -> bool:
+        return self.anomaly_map is not None
+
     @classmethod
     def from_image_result(cls, result: Any, max_side: int = MAX_MAP_SIDE) -> StoredResult:
+        if result.anomaly_map is None:
+            return cls(
+                anomaly_map=None,
+                image_shape=(0, 0),
+                score=float(result.score),
+                nearest_nodes=np.asarray(result.nearest_nodes),
+                best_node=np.asarray(result.best_node),
+                map_min=float(result.score),
+            )
         amap = np.asarray(result.anomaly_map, dtype=np.float32)
         h, w = amap.shape[:2]
         scale = max_side / max(h, w)
@@ -88,8 +105,10 @@ class StoredResult:
     def grid_shape(self) -> tuple[int, int]:
         return (int(self.best_node.shape[0]), int(self.best_node.shape[1]))
 
-    def full_map(self, shape: tuple[int, int] | None = None) -> np.ndarray:
-        """The map at ``shape`` (default: the image's own height x width)."""
+    def full_map(self, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The map at ``shape`` (default: the image's own height x width); None without a map."""
+        if self.anomaly_map is None:
+            return None
         h, w = shape if shape is not None else self.image_shape
         if self.anomaly_map.shape[:2] == (h, w):
             return self.anomaly_map
@@ -239,7 +258,8 @@ class ResultStore:
         if not self.results:
             return (0.0, 1.0)
         mins = np.array([r.map_min for r in self.results.values()], dtype=np.float64)
-        lo = float(np.median(mins))
+        with_maps = any(r.has_map for r in self.results.values())
+        lo = float(np.median(mins)) if with_maps else float(np.min(mins))
         hi = float(np.nanmax(self.scores))
         if not hi > lo:
             hi = lo + 1.0

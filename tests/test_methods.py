@@ -11,6 +11,7 @@ import torch
 
 import core
 from core import metrics
+from core.cli import main as cli_main
 from core.config import SomadConfig
 from core.demo import demo_part
 from core.errors import ConfigError, ModelFileError
@@ -319,7 +320,7 @@ def test_somad_detector_on_cached_features_equals_core_fit(demo_root, fast_confi
     np.testing.assert_allclose(maps[0], expected[0].anomaly_map, rtol=1e-5, atol=1e-5)
 
 
-def test_fit_method_scores_files_saves_and_loads(demo_root, fast_config, tmp_path):
+def test_fit_method_scores_files_saves_and_loads(demo_root, fast_config, tmp_path, capsys):
     dataset = core.open_dataset(demo_root)
     paths = [s.path for s in dataset.test]
     seen = []
@@ -342,9 +343,17 @@ def test_fit_method_scores_files_saves_and_loads(demo_root, fast_config, tmp_pat
     assert all(r.anomaly_map is None and np.isfinite(r.score) for r in results)
     loaded = load_any_model(lof.save(tmp_path / "lof.somad"), device="cpu")
     assert [r.score for r in core.score_paths(loaded, paths)[0]] == [r.score for r in results]
+    assert cli_main(["info", str(tmp_path / "lof.somad")]) == 0
+    out = capsys.readouterr().out
+    assert "Local Outlier Factor: image scores only" in out and "n_neighbors 5" in out
+    assert "SOM " not in out
+    assert cli_main(["info", str(tmp_path / "padim.somad")]) == 0
+    out = capsys.readouterr().out
+    assert "PaDiM: anomaly maps" in out and "statistics.lam 0.01" in out
 
     somad = fit_method(dataset, "somad", fast_config)
     assert isinstance(somad, core.SomadModel)
+    assert (somad.method, somad.label, somad.gives_maps, somad.options) == ("somad", "SOMAD", True, {})
     with pytest.raises(ConfigError, match="unknown option"):
         fit_method(dataset, "somad", fast_config, {"k": 3})
     with pytest.raises(ConfigError, match="method"):

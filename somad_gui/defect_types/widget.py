@@ -68,6 +68,9 @@ def make_thumbnails(
     return out
 
 
+CLUSTER_TIP = "Compute descriptors of the images and cluster them (in the background)"
+
+
 def _clustering_work(model, images, kwargs: dict, n, config, side: int, *, progress=None, cancel=None):
     from core.clustering import cluster_set, compute_descriptors
 
@@ -267,9 +270,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
             "Anomaly maps without the model's statistics (VAE + feature correspondence analysis)"
         )
         self.cluster_button = QtWidgets.QPushButton("Cluster")
-        self.cluster_button.setToolTip(
-            "Compute descriptors of the images and cluster them (in the background)"
-        )
+        self.cluster_button.setToolTip(CLUSTER_TIP)
         self.cluster_button.clicked.connect(self.cluster_source)
         self.cluster_button.setEnabled(False)
         self.recluster_button = QtWidgets.QPushButton("Re-cluster")
@@ -384,9 +385,11 @@ class DefectTypesWidget(QtWidgets.QWidget):
         dataset: str | Path | None = None,
         defect_types: Sequence[str] | None = None,
         threshold: float | None = None,
+        unavailable: str | None = None,
     ) -> None:
         """What the Cluster button clusters: a fitted model and the images (files or arrays), with the folder
-        names are kept for, ground-truth types when known and the good-group threshold (default: model's)."""
+        names are kept for, ground-truth types when known and the good-group threshold (default: model's).
+        ``unavailable`` says why there is nothing to cluster (shown on the disabled button)."""
         self._source = None
         if model is not None and len(images):
             self._source = {
@@ -397,6 +400,9 @@ class DefectTypesWidget(QtWidgets.QWidget):
                 "threshold": threshold,
             }
         self.cluster_button.setEnabled(self._source is not None)
+        self.cluster_button.setToolTip(
+            CLUSTER_TIP if self._source is not None else (unavailable or "Fit or load a model first")
+        )
 
     def cluster_source(self) -> Job | None:
         """Cluster the images of :meth:`set_source` with the pane's options (number, method, contrastive, blind)."""

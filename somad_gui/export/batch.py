@@ -115,7 +115,8 @@ def export_batch(
             summary.errors.append(str(exc))
             continue
         h, w = image.shape[:2]
-        amap = fit_map(result.full_map((h, w)), (h, w))
+        full = result.full_map((h, w))
+        amap = None if full is None else fit_map(full, (h, w))
         gt = None
         if entry.mask_path is not None:
             try:
@@ -142,7 +143,7 @@ def export_batch(
                 "score": f"{result.score:.6g}",
                 "verdict": verdict_of(result.score, threshold),
                 "threshold": f"{threshold:.6g}",
-                "defect_area_px": defect_area(amap, threshold),
+                "defect_area_px": "" if amap is None else defect_area(amap, threshold),
                 "model_file": model_file,
                 "defect_type": entry.defect_type,
                 "png": str(item.target),

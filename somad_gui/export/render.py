@@ -50,8 +50,10 @@ def fit_map(anomaly_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return amap
 
 
-def defect_area(anomaly_map: np.ndarray, threshold: float) -> int:
-    """Pixels predicted defective at ``threshold`` (pass the map at the image's own size)."""
+def defect_area(anomaly_map: np.ndarray | None, threshold: float) -> int | None:
+    """Pixels predicted defective at ``threshold`` (pass the map at the image's own size); None without a map."""
+    if anomaly_map is None:
+        return None
     return int(np.count_nonzero(overlay.defect_mask(anomaly_map, threshold)))
 
 
@@ -116,7 +118,7 @@ def render_annotated(
         draw_outline(out, np.asarray(gt_mask, dtype=bool), GROUND_TRUTH_RGB, width)
     if amap is not None and style.contours and math.isfinite(threshold):
         draw_outline(out, overlay.defect_mask(amap, threshold), PREDICTED_RGB, width)
-    if banner and amap is not None and math.isfinite(threshold):
+    if banner and (amap is not None or score is not None) and math.isfinite(threshold):
         s = float(np.max(amap)) if score is None else float(score)
         verdict = verdict_of(s, threshold)
         draw_banner(
@@ -173,14 +175,17 @@ def render_four_panel(
     strip = max(18, h // 12)
     gt_title = "Ground truth" if gt_mask is not None else "Ground truth: none"
     cont_title = f"Contours at {threshold:.3f}" if math.isfinite(threshold) else "Contours"
-    titles = ["Input", gt_title, "Heatmap", cont_title]
+    heat_title = "Heatmap" if amap is not None else "Heatmap: not available (image scores only)"
+    if amap is None:
+        cont_title = "Contours: not available"
+    titles = ["Input", gt_title, heat_title, cont_title]
     scale, _ = _text_scale(max(titles, key=len), w - 8, max(0.4, strip / 30))
     panels = [_titled(p, t, strip, scale) for p, t in zip((img, gt, heat, cont), titles, strict=True)]
     gap = max(2, w // 100)
     top = np.concatenate([panels[0], np.full((h + strip, gap, 3), 255, np.uint8), panels[1]], axis=1)
     bottom = np.concatenate([panels[2], np.full((h + strip, gap, 3), 255, np.uint8), panels[3]], axis=1)
     grid = np.concatenate([top, np.full((gap, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
-    if amap is not None and math.isfinite(threshold):
+    if (amap is not None or score is not None) and math.isfinite(threshold):
         s = float(np.max(amap)) if score is None else float(score)
         verdict = verdict_of(s, threshold)
         title = (f"{title}  " if title else "") + f"{verdict}  score {s:.3f}  threshold {threshold:.3f}"

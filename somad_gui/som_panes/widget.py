@@ -14,7 +14,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from somad_gui.app import PREDICTED_RGB, configure_plots
-from somad_gui.session import Session
+from somad_gui.session import Session, method_label
 from somad_gui.viewer import overlay
 
 configure_plots()
@@ -221,11 +221,16 @@ class SomPanesWidget(QtWidgets.QWidget):
         self.highlight_nodes(None)
         for pane in (self.umap, self.hmap):
             pane.mark_selected(None, 0)
-        if model is None:
+        self.graphics.setVisible(model is None or self.session.has_som)
+        if model is None or not self.session.has_som:
             self.umatrix = self.training_hits = None
             self.umap.set_values(None)
             self.hmap.set_values(None)
-            self.info.setText("No model: fit or load one")
+            self.info.setText(
+                "No model: fit or load one"
+                if model is None
+                else f"No SOM: {method_label(model)} models have none (the SOM panes show SOMAD models)"
+            )
             return
         rows, cols = (int(v) for v in model.som_shape)
         self.umatrix = np.asarray(model.umatrix(), dtype=np.float64)
@@ -236,7 +241,7 @@ class SomPanesWidget(QtWidgets.QWidget):
 
     def _current_changed(self, _index: int) -> None:
         result = self.session.current_result()
-        if result is None or self.n_nodes == 0:
+        if result is None or self.n_nodes == 0 or not self.session.has_som:
             self.current_hits = None
         else:
             rows, cols = self.session.model.som_shape

@@ -277,3 +277,27 @@ def format_duration(seconds: float) -> str:
         return f"{minutes} min {s:02d} s"
     hours, m = divmod(minutes, 60)
     return f"{hours} h {m:02d} min"
+
+
+def config_key(option: Option) -> str:
+    """The dotted ``SomadConfig`` option a form field edits (the shared seed field edits ``features.seed``)."""
+    return "features.seed" if option.kind == "seed" else option.name
+
+
+def visible_options(method_info: Any) -> set[str]:
+    """Names of the form's fields that matter to a method (a ``core.METHODS`` entry); the rest are hidden."""
+    return {option.name for option in OPTIONS if method_info.applies(config_key(option))}
+
+
+def method_option_kind(spec: Any) -> str:
+    """How a method's own option (``core.methods.OptionSpec``) is edited: bool, choice, int or text.
+
+    Text fields take floats and keyword values (KDE's "scott"); :meth:`MethodInfo.validate` parses them.
+    """
+    if spec.kind is bool:
+        return "bool"
+    if spec.choices is not None:
+        return "choice"
+    if spec.kind is int and not spec.keywords:
+        return "int"
+    return "text"

@@ -12,6 +12,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 import core
 from somad_gui import app as app_module
 from somad_gui.session import ERROR, WARNING, Session
+from somad_gui.training.method_form import MethodForm
 from somad_gui.training.options import (
     BACKBONES,
     GROUPS,
@@ -22,10 +23,13 @@ from somad_gui.training.options import (
     format_duration,
     get_value,
     parse_layers,
+    visible_options,
 )
 from somad_gui.workers import Job
 
 SETTINGS_KEY = "training/config"
+METHOD_KEY = "training/method"
+METHOD_OPTIONS_KEY = "training/method_options"
 STAGE_NAMES = {
     "features": "Extracting features",
     "som": "Fitting the SOM",
@@ -98,12 +102,20 @@ class TrainingPanel(QtWidgets.QWidget):
         preset_row.addWidget(self.demo_button)
         preset_row.addStretch(1)
         form_layout.addLayout(preset_row)
+        method_box = QtWidgets.QGroupBox("Method")
+        method_layout = QtWidgets.QVBoxLayout(method_box)
+        self.method_form = MethodForm()
+        method_layout.addWidget(self.method_form)
+        form_layout.addWidget(method_box)
         forms: dict[str, QtWidgets.QFormLayout] = {}
+        self.group_boxes: dict[str, QtWidgets.QGroupBox] = {}
         for group in GROUPS:
             box = QtWidgets.QGroupBox(group)
             forms[group] = QtWidgets.QFormLayout(box)
             forms[group].setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
             form_layout.addWidget(box)
+            self.group_boxes[group] = box
+        self.forms = forms
         for option in OPTIONS:
             editor = self._make_editor(option)
             editor.setToolTip(option.tooltip)
@@ -113,6 +125,8 @@ class TrainingPanel(QtWidgets.QWidget):
             self.editors[option.name] = editor
         for option in OPTIONS:
             self._connect_editor(option, self.editors[option.name])
+        self.method_form.combo.currentIndexChanged.connect(self._method_changed)
+        self.method_form.changed.connect(self._changed)
         form_layout.addStretch(1)
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
@@ -176,6 +190,7 @@ class TrainingPanel(QtWidgets.QWidget):
         session.datasetChanged.connect(self._refresh_state)
         session.modelChanged.connect(self._refresh_state)
         self.set_config(self._restored_config())
+        self._restore_method()
         self._load_devices()
         self._refresh_state()
 
@@ -325,9 +340,45 @@ class TrainingPanel(QtWidgets.QWidget):
         """The validated config of the form; raises core.ConfigError or ValueError."""
         return apply_values(self.base_config, self.values()).validate()
 
+    # -- method -----------------------------------------------------------------------------------------------
+    def method(self) -> str:
+        """The chosen method's key in ``core.METHODS``."""
+        return self.method_form.method()
+
+    def set_method(self, name: str) -> None:
+        self.method_form.set_method(name)
+
+    def method_options(self) -> dict[str, Any]:
+        """The chosen method's own options, validated; raises core.ConfigError."""
+        return self.method_form.options()
+
+    def shown_options(self) -> set[str]:
+        """Names of the fields the form shows for the chosen method."""
+        return {name for name, w in self.editors.items() if not w.isHidden()}
+
+    def _method_changed(self, *_args) -> None:
+        """Show only the fields that matter to the method; hide a group none of whose fields does."""
+        visible = visible_options(self.method_form.info())
+        for option in OPTIONS:
+            self.forms[option.group].setRowVisible(self.editors[option.name], option.name in visible)
+        for group, box in self.group_boxes.items():
+            box.setVisible(any(o.name in visible for o in OPTIONS if o.group == group))
+
+    def _restore_method(self) -> None:
+        settings = app_module.settings()
+        try:
+            options = json.loads(str(settings.value(METHOD_OPTIONS_KEY, "") or "{}"))
+            self.method_form.set_options_of_all(options if isinstance(options, dict) else {})
+        except (ValueError, TypeError, KeyError):
+            self.method_form.set_options_of_all({})
+        name = str(settings.value(METHOD_KEY, "somad") or "somad")
+        self.set_method(name if name in core.METHODS else "somad")
+        self._method_changed()
+
     def _changed(self, *_args) -> None:
         try:
             self.config()
+            self.method_options()
             self.config_error = None
         except (core.SomadError, ValueError, TypeError) as exc:
             self.config_error = str(exc)
@@ -344,7 +395,10 @@ class TrainingPanel(QtWidgets.QWidget):
         return core.SomadConfig()
 
     def remember(self, config: Any) -> None:
-        app_module.settings().setValue(SETTINGS_KEY, json.dumps(config.to_dict()))
+        settings = app_module.settings()
+        settings.setValue(SETTINGS_KEY, json.dumps(config.to_dict()))
+        settings.setValue(METHOD_KEY, self.method())
+        settings.setValue(METHOD_OPTIONS_KEY, json.dumps(self.method_form.options_of_all()))
 
     # -- devices and memory -----------------------------------------------------------------------------------
     def _load_devices(self) -> None:
@@ -396,6 +450,18 @@ class TrainingPanel(QtWidgets.QWidget):
         except (core.SomadError, ValueError) as exc:
             self.memory_label.setText(f"<span style='color:#b91c1c'>{_escape(str(exc))}</span>")
             return
+        info = self.method_form.info()
+        if info.name != "somad":
+            kept = (
+                f"its patch features take about {format_bytes(est['features'])} while fitting"
+                if info.gives_maps
+                else "it keeps only pooled features (small)"
+            )
+            self.memory_label.setText(
+                f"<span style='color:#4b5563'>{_escape(info.label)} on {n} training images: {kept}; "
+                "the full memory estimate covers SOMAD only</span>"
+            )
+            return
         self.memory_estimate = est
         parts = [
             f"{k} {format_bytes(est[k])}" for k in ("features", "som", "statistics", "model") if k in est
@@ -413,8 +479,13 @@ class TrainingPanel(QtWidgets.QWidget):
         except (core.SomadError, ValueError) as exc:
             self.session.error(f"Invalid options: {exc}")
             return None
+        try:
+            options = self.method_options()
+        except core.SomadError as exc:
+            self.session.error(f"Invalid {self.method_form.info().label} options: {exc}")
+            return None
         self.remember(config)
-        return self.session.fit(config)
+        return self.session.fit(config, method=self.method(), options=options)
 
     def cancel(self) -> None:
         self.session.jobs.cancel("fit")

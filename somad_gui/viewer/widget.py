@@ -17,7 +17,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 import core
 from somad_gui.app import GROUND_TRUTH_RGB, IMAGE_BACKGROUND, NG_RGB, OK_RGB, PREDICTED_RGB, configure_plots
-from somad_gui.session import Session
+from somad_gui.session import Session, method_label
 from somad_gui.store import Entry, StoredResult
 from somad_gui.viewer import overlay
 
@@ -246,6 +246,12 @@ class ViewerWidget(QtWidgets.QWidget):
         self.readout.setSizePolicy(
             QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
         )
+        self.no_map_label = QtWidgets.QLabel("")
+        self.no_map_label.setWordWrap(True)
+        self.no_map_label.setStyleSheet(
+            "background: #fef3c7; color: #78350f; border: 1px solid #f59e0b; border-radius: 3px; padding: 4px;"
+        )
+        self.no_map_label.setVisible(False)
         info = QtWidgets.QHBoxLayout()
         info.addWidget(self.info_label, 1)
         info.addWidget(self.quad_button)
@@ -278,6 +284,7 @@ class ViewerWidget(QtWidgets.QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(bar)
         layout.addLayout(info)
+        layout.addWidget(self.no_map_label)
         layout.addLayout(views, 1)
         layout.addWidget(self.readout)
 
@@ -410,12 +417,12 @@ class ViewerWidget(QtWidgets.QWidget):
         if self.anomaly_map is not None and self.result is not None:
             parts.append(f"score {float(self.anomaly_map[iy, ix]):9.3f}")
             gy, gx = self.result.patch_at(ix, iy, (h, w))
+            parts.append(f"patch ({gy}, {gx})")
             node = int(self.result.best_node[gy, gx])
             cols = self._som_cols()
-            where = f"(row {node // cols}, col {node % cols})" if cols else f"#{node}"
-            parts.append(f"patch ({gy}, {gx})")
-            parts.append(f"SOM node {where}")
-            self.patchHovered.emit(np.asarray(self.result.nearest_nodes[gy, gx]).ravel())
+            if cols and node >= 0:
+                parts.append(f"SOM node (row {node // cols}, col {node % cols})")
+                self.patchHovered.emit(np.asarray(self.result.nearest_nodes[gy, gx]).ravel())
         else:
             r, g, b = (int(v) for v in self.image[iy, ix])
             parts.append(f"RGB ({r}, {g}, {b})")
@@ -457,6 +464,7 @@ class ViewerWidget(QtWidgets.QWidget):
         return img
 
     def _clear(self) -> None:
+        self.no_map_label.setVisible(False)
         for panel in self.panels:
             for item in (panel.image, panel.heat, panel.gt_fill, panel.region):
                 item.clear()
@@ -467,7 +475,21 @@ class ViewerWidget(QtWidgets.QWidget):
         )
         self.readout.setText(" ")
 
+    def heatmap_unavailable_text(self) -> str:
+        """Why no heatmap is shown although the image is scored (image-level methods), else ''."""
+        if self.result is None or self.result.has_map:
+            return ""
+        return (
+            f"Heatmap not available: {method_label(self.session.model)} gives one score per image, not a map. "
+            "The verdict uses that score; contours and pixel metrics need a pixel method (SOMAD, PaDiM, "
+            "PatchCore)."
+        )
+
     def _update_heat(self) -> None:
+        unavailable = self.heatmap_unavailable_text()
+        self.no_map_label.setText(unavailable)
+        self.no_map_label.setVisible(bool(unavailable))
+        self.quad[2].set_title("Heatmap: not available" if unavailable else "Heatmap")
         show = self.anomaly_map is not None and self.heat_check.isChecked()
         for panel in (self.single, self.quad[2]):
             if show:
@@ -486,7 +508,9 @@ class ViewerWidget(QtWidgets.QWidget):
         for panel in (self.single, self.quad[3]):
             panel.predicted.setData(x, y)
             panel.predicted.setVisible(self.contour_check.isChecked())
-        if math.isfinite(thr):
+        if self.result is not None and not self.result.has_map:
+            self.quad[3].set_title("Contours: not available")
+        elif math.isfinite(thr):
             self.quad[3].set_title(f"Contours at threshold {thr:.3f}")
 
     def _update_gt(self) -> None:
@@ -545,9 +569,9 @@ class ViewerWidget(QtWidgets.QWidget):
         self.patchHovered.emit(None)
 
     def _som_cols(self) -> int:
-        model = self.session.model
-        shape = getattr(model, "som_shape", None)
-        return int(shape[1]) if shape else 0
+        if not self.session.has_som:
+            return 0
+        return int(self.session.model.som_shape[1])
 
 
 def _escape(text: str) -> str:
