@@ -39,7 +39,7 @@ import torch
 
 from core import metrics
 from core.config import SomadConfig
-from core.errors import ConfigError, DataError, SomadError
+from core.errors import ConfigError, DataError
 from core.feature_cache import ExtractedFeatures, FeatureCache, raise_if_empty, write_atomically
 from core.methods import METHODS, FeatureSet, MethodModel, create_detector
 from core.progress import Monitor, ProgressCallback
@@ -523,23 +523,13 @@ def cmd_bench(args: argparse.Namespace, progress) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m core.bench DATA ...``: the same as ``somad bench`` without the ``somad`` entry point."""
-    from core.cli import TerminalProgress
+    from core.cli import run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = add_arguments(argparse.ArgumentParser(prog="somad bench", description=__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
     args.argv = argv
-    progress = TerminalProgress(sys.stderr.isatty())
-    try:
-        return cmd_bench(args, progress)
-    except KeyboardInterrupt:
-        progress.close()
-        print("somad: interrupted; finished results are stored", file=sys.stderr)
-        return 130
-    except SomadError as err:
-        progress.close()
-        print(f"somad: error: {err}", file=sys.stderr)
-        return 2
+    return run_command(cmd_bench, args, cancelled="interrupted; finished results are stored")
 
 
 if __name__ == "__main__":

@@ -374,19 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"fit": cmd_fit, "score": cmd_score, "eval": cmd_eval, "info": cmd_info}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(handler, args: argparse.Namespace, *, cancelled: str = "cancelled") -> int:
+    """Run one command's ``handler(args, progress)`` with the exit statuses of every ``somad`` command:
+    0 done, 2 bad input (one line on stderr naming the file and the problem), 130 cancelled or interrupted."""
     progress = TerminalProgress(sys.stderr.isatty())
     try:
-        handler = getattr(args, "handler", None) or COMMANDS[args.command]
         return handler(args, progress)
-    except Cancelled:
+    except (Cancelled, KeyboardInterrupt):
         progress.close()
-        print("somad: cancelled", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        progress.close()
-        print("somad: interrupted", file=sys.stderr)
+        print(f"somad: {cancelled}", file=sys.stderr)
         return 130
     except SomadError as err:
         progress.close()
@@ -397,6 +393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"somad: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = getattr(args, "handler", None) or COMMANDS[args.command]
+    return run_command(handler, args)
 
 
 if __name__ == "__main__":

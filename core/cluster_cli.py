@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cv2
 
-from core.errors import ConfigError, DataError, SomadError
+from core.errors import ConfigError, DataError
 
 CSV_NAME = "clusters.csv"
 
@@ -216,26 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cluster`` on its own, with ``somad``'s exit statuses (2 bad input, 130 cancelled)."""
-    from core.cli import TerminalProgress
-    from core.errors import Cancelled
+    from core.cli import run_command
 
     args = build_parser().parse_args(argv)
-    progress = TerminalProgress(sys.stderr.isatty())
-    try:
-        return args.handler(args, progress)
-    except (Cancelled, KeyboardInterrupt):
-        progress.close()
-        print("somad: cancelled; nothing was written", file=sys.stderr)
-        return 130
-    except SomadError as err:
-        progress.close()
-        print(f"somad: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        progress.close()
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"somad: error: {where}{err.strerror or err}", file=sys.stderr)
-        return 2
+    return run_command(args.handler, args, cancelled="cancelled; nothing was written")
 
 
 if __name__ == "__main__":
