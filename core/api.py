@@ -21,12 +21,11 @@ from core.data import Dataset, Sample, load_images, read_mask
 from core.devices import device_name, resolve_device
 from core.errors import DataError, ResourceError
 from core.features import FeatureExtractor, configure_threads
-from core.gaussian import fit_node_gaussians, gaussian_bytes
+from core.gaussian import gaussian_bytes
 from core.maps import patch_scores_to_maps
-from core.model import SomadModel
+from core.model import SomadModel, fit_som_and_nodes
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import CategoryReport, ImageRecord, ImageResult
-from core.som import train_som
 
 #: A small configuration that fits the built-in demo set in well under a minute on a 2-core CPU.
 DEMO_CONFIG = SomadConfig(
@@ -164,25 +163,9 @@ def fit(
     patches = features.view(-1, d)
     timings["features"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    som = train_som(features, config.som, device, monitor)
-    nearest, nearest_d2 = som.nearest(patches, 1)
-    assignments = nearest[:, 0]
-    quantization_error = float(nearest_d2[:, 0].sqrt().mean())
-    timings["som"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    gaussians = fit_node_gaussians(
-        patches,
-        assignments,
-        som.n_nodes,
-        som.weights,
-        config.statistics.lam,
-        config.statistics.shrinkage,
-        device,
-        monitor,
-    )
-    timings["statistics"] = time.perf_counter() - t0
+    fitted = fit_som_and_nodes(features, config, device, monitor)
+    som, gaussians, quantization_error = fitted.som, fitted.gaussians, fitted.quantization_error
+    timings.update(fitted.seconds)
 
     model = SomadModel(
         config=config,

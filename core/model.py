@@ -14,11 +14,11 @@ import torch
 from core.config import SomadConfig
 from core.devices import resolve_device
 from core.features import FeatureExtractor
-from core.gaussian import NodeGaussians, mahalanobis_to_nodes
+from core.gaussian import NodeGaussians, fit_node_gaussians, mahalanobis_to_nodes
 from core.maps import image_score, patch_scores_to_maps
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import ImageResult
-from core.som import BatchSOM, umatrix
+from core.som import BatchSOM, train_som, umatrix
 
 #: Stored thresholds in order of preference: best F1 where labels were seen, then false-reject presets.
 THRESHOLD_PREFERENCE = ("best_f1", "false_reject_1pct", "train_false_reject_1pct")
@@ -27,6 +27,42 @@ THRESHOLD_PREFERENCE = ("best_f1", "false_reject_1pct", "train_false_reject_1pct
 def preferred_threshold(thresholds: dict[str, float]) -> float | None:
     """The first stored threshold of :data:`THRESHOLD_PREFERENCE`, or ``None``."""
     return next((thresholds[key] for key in THRESHOLD_PREFERENCE if key in thresholds), None)
+
+
+@dataclass
+class SomAndNodes:
+    """What :func:`fit_som_and_nodes` learns from the training patches, with the seconds of each stage."""
+
+    som: BatchSOM
+    gaussians: NodeGaussians
+    quantization_error: float
+    seconds: dict[str, float]
+
+
+def fit_som_and_nodes(
+    grid: torch.Tensor, config: SomadConfig, device: torch.device, monitor: Monitor | None = None
+) -> SomAndNodes:
+    """Steps 2 and 3 of Algorithm 1 on patch features ``grid`` (N, gh, gw, d): train the SOM, assign every
+    patch to its best-matching node, and fit each node's Gaussian (Eq. 2) on the patches it won."""
+    monitor = monitor or Monitor()
+    patches = grid.reshape(-1, grid.shape[-1])
+    t0 = time.perf_counter()
+    som = train_som(grid, config.som, device, monitor)
+    nearest, nearest_d2 = som.nearest(patches, 1)
+    quantization_error = float(nearest_d2[:, 0].sqrt().mean())
+    t1 = time.perf_counter()
+    gaussians = fit_node_gaussians(
+        patches,
+        nearest[:, 0],
+        som.n_nodes,
+        som.weights,
+        config.statistics.lam,
+        config.statistics.shrinkage,
+        device,
+        monitor,
+    )
+    seconds = {"som": t1 - t0, "statistics": time.perf_counter() - t1}
+    return SomAndNodes(som, gaussians, quantization_error, seconds)
 
 
 #: Images whose patches go through the scoring head together: its per-node loop is paid once per group.

@@ -2,7 +2,7 @@
 
 :func:`core.fit` extracts features and fits in one call; this adapter starts from features already extracted
 (the benchmark's cache), runs the identical steps (SOM initialisation and epochs, best-matching units,
-:func:`~core.gaussian.fit_node_gaussians`) and scores with :meth:`core.model.SomadModel.score_features`, so
+:func:`~core.model.fit_som_and_nodes`) and scores with :meth:`core.model.SomadModel.score_features`, so
 its maps equal those of a model fitted by :func:`core.fit` on the same features.
 """
 
@@ -13,11 +13,10 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from core.gaussian import NodeGaussians, fit_node_gaussians
+from core.gaussian import NodeGaussians
 from core.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector, FeatureSet
-from core.model import SomadModel
+from core.model import SomadModel, fit_som_and_nodes
 from core.progress import Monitor
-from core.som import train_som
 
 
 class SomadDetector(Detector):
@@ -51,21 +50,9 @@ class SomadDetector(Detector):
         assert features.patches is not None, "SOMAD needs patch features"
         storage = device if device.type == "cuda" else torch.device("cpu")
         grid = features.patches.to(storage, torch.float32)
-        d = grid.shape[-1]
-        patches = grid.reshape(-1, d)
-        som = train_som(grid, config.som, device, monitor)
-        nearest, _ = som.nearest(patches, 1)
-        self.gaussians = fit_node_gaussians(
-            patches,
-            nearest[:, 0],
-            som.n_nodes,
-            som.weights,
-            config.statistics.lam,
-            config.statistics.shrinkage,
-            device,
-            monitor,
-        )
-        self.som_weights = som.weights
+        fitted = fit_som_and_nodes(grid, config, device, monitor)
+        self.gaussians = fitted.gaussians
+        self.som_weights = fitted.som.weights
         self.fitted = True
         return self
 
