@@ -29,8 +29,8 @@ def heatmap_rgb(anomaly_map: np.ndarray, vmin: float, vmax: float, colormap: str
 
 
 def defect_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
-    """Pixels at or above the threshold."""
-    return anomaly_map >= threshold
+    """Pixels predicted defective: the map reaches the threshold (the verdict's rule, pixel by pixel)."""
+    return np.asarray(anomaly_map) >= threshold
 
 
 def contours_of(mask: np.ndarray) -> list[np.ndarray]:
@@ -50,7 +50,8 @@ def draw_contours(
 
 
 def blend(image: np.ndarray, colours: np.ndarray, opacity: float) -> np.ndarray:
-    """Alpha-blend a colour layer over an image."""
+    """Alpha-blend a colour layer over an image (both H x W x 3 uint8) at ``opacity`` (clipped to 0..1)."""
+    opacity = float(np.clip(opacity, 0.0, 1.0))
     mixed = image.astype(np.float32) * (1.0 - opacity) + colours.astype(np.float32) * opacity
     return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 

@@ -1,4 +1,7 @@
-"""Pure numpy/OpenCV helpers shared by the viewer and the exporters: colour maps, contours, patch regions."""
+"""Pure numpy/OpenCV helpers shared by the viewer and the exporters: colour maps, contours, patch regions.
+
+Blending and the defect mask are ``core.render``'s (re-exported here), so the window and ``somad score`` agree.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,26 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from core.render import blend, defect_mask
+
 COLORMAPS = ("inferno", "magma", "plasma", "viridis", "turbo", "cividis")
 DEFAULT_COLORMAP = "inferno"
+
+__all__ = [
+    "COLORMAPS",
+    "DEFAULT_COLORMAP",
+    "apply_lut",
+    "as_rgb",
+    "blend",
+    "colormap_lut",
+    "contour_polyline",
+    "defect_mask",
+    "find_contours",
+    "grid_to_image",
+    "image_hits",
+    "node_region",
+    "normalise",
+]
 
 
 @lru_cache(maxsize=16)
@@ -34,13 +55,6 @@ def apply_lut(values: np.ndarray, levels: tuple[float, float], lut: np.ndarray) 
     return lut[idx]
 
 
-def blend(image: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
-    """``image`` with ``overlay`` on top at ``opacity`` (0..1), both H x W x 3 uint8."""
-    a = float(np.clip(opacity, 0.0, 1.0))
-    out = image.astype(np.float32) * (1.0 - a) + overlay.astype(np.float32) * a
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
 def as_rgb(image: np.ndarray) -> np.ndarray:
     """H x W x 3 uint8 view of a grey or RGB(A) image."""
     img = np.asarray(image)
@@ -51,11 +65,6 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     if img.dtype != np.uint8:
         img = np.clip(img, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(img)
-
-
-def defect_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
-    """Pixels predicted defective: the map reaches the threshold (the verdict's rule, pixel by pixel)."""
-    return np.asarray(anomaly_map) >= threshold
 
 
 def find_contours(mask: np.ndarray) -> list[np.ndarray]:
