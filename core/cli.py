@@ -1,4 +1,5 @@
-"""The ``somad`` command line: ``fit``, ``score``, ``eval`` and ``info``.
+"""The ``somad`` command line: ``fit`` (SOMAD or any method of :data:`core.methods.METHODS`), ``score``,
+``eval`` and ``info``.
 
 Bad input ends with exit status 2 and one line on stderr naming the file and the problem; a cancelled run
 (Ctrl-C) ends with status 130 and writes nothing.
@@ -95,6 +96,22 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
 
 
+def _add_method_options(parser: argparse.ArgumentParser) -> None:
+    m = parser.add_argument_group("method")
+    m.add_argument(
+        "--method",
+        default="somad",
+        help="somad (default), padim, patchcore, or an image-level detector: ocsvm, iforest, kde, lof, elliptic",
+    )
+    m.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the method, repeatable (e.g. coreset_ratio=0.05; `somad info` lists a model's)",
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> SomadConfig:
     """Build and validate the configuration named by ``somad fit``'s options."""
     try:
@@ -130,21 +147,36 @@ def config_from_args(args: argparse.Namespace) -> SomadConfig:
     )
 
 
+def method_options_from_args(items: Sequence[str]) -> dict[str, str]:
+    """``["coreset_ratio=0.05", ...]`` -> ``{"coreset_ratio": "0.05"}``; the method converts and checks them."""
+    options: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SomadError(f"--option: expected KEY=VALUE, got {item!r}")
+        options[key.strip()] = value.strip()
+    return options
+
+
 def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
-    from core.api import fit
     from core.data import open_dataset
+    from core.methods import fit_method
 
     config = config_from_args(args)
+    options = method_options_from_args(args.option)
     out = Path(args.out)
     if not out.parent.exists():
         raise DataError(out, "output folder does not exist")
     dataset = open_dataset(args.data)
-    model = fit(dataset, config, progress=progress, strict=args.strict, on_error=_warn)
+    model = fit_method(
+        dataset, args.method, config, options, progress=progress, strict=args.strict, on_error=_warn
+    )
     progress.close()
     model.save(out)
     summary = model.training_summary
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())
-    print(f"fitted {summary['n_images']} images of {dataset.name!r} ({seconds}); wrote {out}")
+    what = "" if args.method == "somad" else f"{model.label} on "
+    print(f"fitted {what}{summary['n_images']} images of {dataset.name!r} ({seconds}); wrote {out}")
     if model.random_init:
         print(f"note: {RANDOM_INIT_NOTE}")
     return 0
@@ -345,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="MVTec-layout category folder or a folder of good images")
     p.add_argument("--out", required=True, help="model file to write (.somad)")
     _add_fit_options(p)
+    _add_method_options(p)
     p = sub.add_parser("score", help="score images: heatmaps, overlays, scores.csv")
     p.add_argument("model")
     p.add_argument("paths", nargs="+", help="image files or folders")

@@ -283,3 +283,32 @@ def test_scores_csv_threshold_column_is_the_same_on_every_row(cli_model, demo_ro
     rows = _csv_rows(out / "scores.csv")
     assert [r[2] for r in rows[1:]][1] == "unreadable"
     assert rows[1][3] == rows[2][3]
+
+
+def test_fit_any_method_with_its_options(demo_root, tmp_path, capsys):
+    out = tmp_path / "patchcore.somad"
+    args = ["--method", "patchcore", "--option", "coreset_ratio=0.2", "--option", "stride=1"]
+    assert main(["fit", str(demo_root), "--out", str(out), *FAST_FIT, *args]) == 0
+    assert "fitted PatchCore on" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "PatchCore: anomaly maps" in info and "coreset_ratio 0.2" in info and "stride 1" in info
+    assert main(["score", str(out), str(demo_root / "test" / "scratch"), "--out", str(tmp_path / "o")]) == 0
+    assert any((tmp_path / "o").glob("*_overlay.png"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--method", "spade"], "method"),
+        (["--method", "patchcore", "--option", "coreset_ratio"], "KEY=VALUE"),
+        (["--method", "patchcore", "--option", "coreset_ratio=2"], "coreset_ratio"),
+        (["--method", "lof", "--option", "radius=3"], "radius"),
+        (["--option", "k=3"], "somad"),
+    ],
+)
+def test_fit_bad_method_or_option(demo_root, tmp_path, capsys, extra, expected):
+    out = tmp_path / "m.somad"
+    rc = main(["fit", str(demo_root), "--out", str(out), *FAST_FIT, *extra])
+    assert expected in _one_error_line(capsys, rc)
+    assert not out.exists()
