@@ -32,7 +32,7 @@ from core.gaussian import NodeGaussians, fit_node_gaussians
 from core.maps import patch_scores_to_maps
 from core.model import SomadModel
 from core.progress import Monitor
-from core.som import BatchSOM
+from core.som import train_som
 
 
 def variant_gaussians(
@@ -87,9 +87,7 @@ def main() -> None:
     train, _, _ = extract_features(extractor, [s.path for s in dataset.train], Monitor())
     test, kept, _ = extract_features(extractor, [s.path for s in dataset.test], Monitor())
     patches = train.reshape(-1, train.shape[-1])
-    som = BatchSOM(args.som_size, args.som_size, patches.shape[1], torch.device("cpu"))
-    som.init_positional(train.mean(0).permute(2, 0, 1))
-    som.fit(patches, config.som)
+    som = train_som(train, config.som, torch.device("cpu"))
     assign = som.bmu(patches)
     samples = [s for s in dataset.test if s.path in set(kept)]
     shapes = [core.read_image(s.path).shape[:2] for s in samples]
