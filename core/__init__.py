@@ -36,7 +36,7 @@ from core.errors import (
 from core.features import prepare_backbone_library
 from core.methods import METHODS, MethodModel, fit_method
 from core.model import SomadModel
-from core.model_file import load_any_model, load_model
+from core.model_file import describe_model, load_any_model, load_model, model_metadata
 from core.results import CategoryReport, ImageRecord, ImageResult
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "StatisticsConfig",
     "WeightsError",
     "available_devices",
+    "describe_model",
     "estimate_memory",
     "evaluate",
     "extract_features",
@@ -74,6 +75,7 @@ __all__ = [
     "load_model",
     "make_demo_dataset",
     "metrics",
+    "model_metadata",
     "open_dataset",
     "prepare_backbone_library",
     "read_image",

@@ -319,55 +319,19 @@ def eval_json(reports: dict, random_init: bool) -> dict:
 
 
 def cmd_info(args: argparse.Namespace, progress: TerminalProgress) -> int:
-    from core.model_file import read_model_file
+    from core.model_file import describe_model, read_model_file
 
     tensors, meta = read_model_file(args.model)
     size = Path(args.model).stat().st_size
     if args.json:
         print(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, indent=2))
         return 0
-    cfg = meta["config"]
     print(
         f"model        {args.model} ({size / 2**20:.1f} MiB, format {meta['format_version']}, {meta['method']})"
     )
-    print(
-        f"backbone     {meta['backbone']} layers {cfg['features']['layers']} at {meta['image_size']} px, "
-        f"{tensors['channel_indices'].numel()} channels"
-    )
-    print(f"weights      {meta['weights_origin']}" + ("  (RANDOM INIT)" if meta.get("random_init") else ""))
-    method = meta.get("method", "somad")
-    if method == "somad":
-        som = cfg["som"]
-        print(f"SOM          {som['rows']} x {som['cols']}, {som['epochs']} epochs, init {som['init']}")
-        print(
-            f"statistics   lambda {cfg['statistics']['lam']}, shrinkage {cfg['statistics']['shrinkage']}; "
-            f"k {cfg['scoring']['k']}, sigma {cfg['scoring']['sigma']}"
-        )
-    else:
-        from core.methods import METHODS
-
-        info = METHODS.get(method)
-        label = info.label if info is not None else method
-        maps = "anomaly maps" if meta.get("gives_maps", True) else "image scores only (no heatmap)"
-        print(f"method       {label}: {maps}")
-        options = meta.get("method_options") or {}
-        print("options      " + (", ".join(f"{k} {v}" for k, v in options.items()) or "none"))
-        if info is not None:
-            used = [name for name in ("statistics.lam", "scoring.sigma") if info.applies(name)]
-            if used:
-                print("config       " + ", ".join(f"{n} {_dotted(cfg, n)}" for n in used))
-    print(f"thresholds   {meta.get('thresholds')}")
-    summary = meta.get("training_summary", {})
-    print(
-        f"training     {summary.get('n_images')} images of {summary.get('category')!r}, "
-        f"seconds {summary.get('seconds')}, device {summary.get('device')}"
-    )
+    for field, text in describe_model(meta, int(tensors["channel_indices"].numel())):
+        print(f"{field:<12} {text}")
     return 0
-
-
-def _dotted(config: dict, name: str):
-    section, key = name.split(".", 1)
-    return config[section][key]
 
 
 def build_parser() -> argparse.ArgumentParser:

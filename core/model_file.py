@@ -114,7 +114,11 @@ def save_model(model, path: str | Path) -> Path:
         "node_counts": model.gaussians.counts.to(torch.int64),
         "channel_indices": torch.from_numpy(np.asarray(model.channel_indices, dtype=np.int64)),
     }
-    metadata = {
+    return write_model_file(path, tensors, _somad_metadata(model))
+
+
+def _somad_metadata(model) -> dict[str, Any]:
+    return {
         "method": "somad",
         "config": model.config.to_dict(),
         "backbone": model.config.features.backbone,
@@ -124,7 +128,74 @@ def save_model(model, path: str | Path) -> Path:
         "thresholds": model.thresholds,
         "training_summary": model.training_summary,
     }
-    return write_model_file(path, tensors, metadata)
+
+
+def model_metadata(model) -> dict[str, Any]:
+    """The JSON metadata a fitted model of any method writes to its file (without format and checksum)."""
+    from core.model import SomadModel
+
+    if isinstance(model, SomadModel):
+        return _somad_metadata(model)
+    return model.file_state()[1]
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def describe_model(metadata: dict[str, Any], channels: int | None = None) -> list[tuple[str, str]]:
+    """What a person wants to know of a model, as (field, text) rows: method, backbone, weights (flagged when
+    random), the method's settings, thresholds and training summary. ``metadata`` is a file's metadata
+    (:func:`read_model_file`) or :func:`model_metadata` of a loaded model."""
+    from core.methods import METHODS
+
+    cfg = metadata["config"]
+    method = metadata.get("method", "somad")
+    info = METHODS.get(method)
+    label = info.label if info is not None else method
+    gives_maps = metadata.get("gives_maps", True)
+    channels = cfg["features"]["dims"] if channels is None else channels
+    rows = [
+        ("method", f"{label}: " + ("anomaly maps" if gives_maps else "image scores only (no heatmap)")),
+        (
+            "backbone",
+            f"{metadata['backbone']} layers {', '.join(map(str, cfg['features']['layers']))} at "
+            f"{metadata['image_size']} px, "
+            f"{channels} channels",
+        ),
+        (
+            "weights",
+            str(metadata["weights_origin"]) + ("  (RANDOM INIT)" if metadata.get("random_init") else ""),
+        ),
+    ]
+    if method == "somad":
+        som = cfg["som"]
+        rows.append(("SOM", f"{som['rows']} x {som['cols']}, {som['epochs']} epochs, init {som['init']}"))
+        rows.append(
+            (
+                "statistics",
+                f"lambda {cfg['statistics']['lam']}, shrinkage {cfg['statistics']['shrinkage']}; "
+                f"k {cfg['scoring']['k']}, sigma {cfg['scoring']['sigma']}",
+            )
+        )
+    else:
+        options = metadata.get("method_options") or {}
+        rows.append(("options", ", ".join(f"{k} {_number(v)}" for k, v in options.items()) or "none"))
+        used = [n for n in ("statistics.lam", "scoring.sigma") if info is not None and info.applies(n)]
+        if used:
+            rows.append(("config", ", ".join(f"{n} {cfg[n.split('.')[0]][n.split('.')[1]]}" for n in used)))
+    thresholds = metadata.get("thresholds") or {}
+    rows.append(("thresholds", ", ".join(f"{k} {_number(v)}" for k, v in thresholds.items()) or "none"))
+    summary = metadata.get("training_summary") or {}
+    seconds = summary.get("seconds") or {}
+    rows.append(
+        (
+            "training",
+            f"{summary.get('n_images')} images of {summary.get('category')!r} on {summary.get('device')}"
+            + (f"; {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}" if seconds else ""),
+        )
+    )
+    return rows
 
 
 def load_model(path: str | Path, device: str = "auto"):

@@ -70,3 +70,29 @@ def get_save_file(
         parent, title, start, filters, options=QtWidgets.QFileDialog.Option.DontConfirmOverwrite
     )
     return Path(path) if path else None
+
+
+def show_model_details(
+    parent: QtWidgets.QWidget | None, title: str, rows: Sequence[tuple[str, str]]
+) -> QtWidgets.QDialog:
+    """Show (field, text) rows describing a model in a non-blocking dialog; returns the dialog."""
+    dialog = QtWidgets.QDialog(parent)
+    dialog.setWindowTitle(title)
+    dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+    form = QtWidgets.QFormLayout()
+    for field, text in rows:
+        value = QtWidgets.QLabel(text)
+        value.setWordWrap(True)
+        value.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        if "RANDOM INIT" in text:
+            value.setStyleSheet("color: #92400e; font-weight: bold;")
+        form.addRow(f"<b>{field[:1].upper()}{field[1:]}</b>", value)
+    buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Close)
+    buttons.rejected.connect(dialog.reject)
+    layout = QtWidgets.QVBoxLayout(dialog)
+    layout.addLayout(form)
+    layout.addWidget(buttons)
+    dialog.resize(560, dialog.sizeHint().height())
+    dialog.setModal(False)
+    dialog.show()
+    return dialog

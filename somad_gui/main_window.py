@@ -217,6 +217,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.fit_action = self._action(model_menu, "&Fit", self.training.start_fit, "Ctrl+R")
         self._action(model_menu, "&Cancel", self.training.cancel)
         self._action(model_menu, "&Score test images again", self.session.score_dataset)
+        self.details_action = self._action(
+            model_menu,
+            "Model &details…",
+            self.show_model_details,
+            "Ctrl+I",
+            tip="Method, backbone, weights, settings, thresholds and training of the current model",
+        )
 
         help_menu = mb.addMenu("&Help")
         self._action(help_menu, "&About", self._about)
@@ -351,6 +358,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.random_init_label.setVisible(self.session.random_init)
         has_model = model is not None
         self.save_action.setEnabled(has_model)
+        self.details_action.setEnabled(has_model)
         has_results = self.session.store.has_results
         for action in (self.export_action, self.figure_action, self.batch_action):
             action.setEnabled(has_results)
@@ -371,6 +379,15 @@ class MainWindow(QtWidgets.QMainWindow):
         defective = idx[store.labels[idx] == 1]
         pool = defective if defective.size else idx
         return int(pool[np.argmax(store.scores[pool])])
+
+    def show_model_details(self) -> QtWidgets.QDialog | None:
+        """A non-blocking dialog describing the current model (as ``somad info`` does for a file)."""
+        model = self.session.model
+        if model is None:
+            return None
+        name = self.session.model_path.name if self.session.model_path else "unsaved model"
+        rows = core.describe_model(core.model_metadata(model), len(model.channel_indices))
+        return dialogs.show_model_details(self, f"Model details: {name}", rows)
 
     def _about(self) -> None:
         QtWidgets.QMessageBox.about(

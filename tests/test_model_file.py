@@ -289,3 +289,14 @@ def test_saved_model_gets_the_usual_file_permissions(fitted, tmp_path):
     reference.write_bytes(b"")  # created like any other output (scores.csv, overlays): 0666 & ~umask
     path = fitted.save(tmp_path / "shared.somad")
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)
+
+
+def test_description_of_a_file_and_of_the_loaded_model_agree(fitted, saved):
+    from core.model_file import describe_model, load_any_model, model_metadata
+
+    _, meta = read_model_file(saved)
+    rows = describe_model(meta)
+    assert rows == describe_model(model_metadata(load_any_model(saved, device="cpu")))
+    text = dict(rows)
+    assert text["method"] == "SOMAD: anomaly maps" and "RANDOM INIT" in text["weights"]
+    assert text["SOM"].startswith(f"{fitted.config.som.rows} x {fitted.config.som.cols}")

@@ -7,6 +7,7 @@ import csv
 
 import numpy as np
 import pytest
+from PySide6 import QtWidgets
 
 import core
 from somad_gui import app as app_module
@@ -150,6 +151,13 @@ def test_image_level_model_scores_without_heatmap_and_says_so(opened, qtbot, tmp
     assert not cluster.isEnabled() and "SOMAD" in cluster.toolTip()
     assert "Local Outlier Factor" in window.model_label.text()
 
+    # the model's details: method, its options, random weights flagged
+    dialog = window.show_model_details()
+    text = " ".join(label.text() for label in dialog.findChildren(QtWidgets.QLabel))
+    assert "Local Outlier Factor: image scores only" in text and "n_neighbors 5" in text
+    assert "RANDOM INIT" in text and "SOM" not in text
+    dialog.close()
+
     # the threshold still gives verdicts; export writes the image with its verdict banner
     session.set_threshold(float(np.median(store.scores[scored])))
     counts = store.counts()
@@ -198,3 +206,14 @@ def test_renders_of_an_image_level_result_carry_the_verdict(window):
     assert ng.shape == image.shape and not np.array_equal(ng, ok)  # banners differ: NG against OK
     figure = render_four_panel(image, None, 1.0, style, score=2.0, title="part")
     assert figure.shape[0] > 2 * image.shape[0]
+
+
+def test_model_details_of_a_somad_model(loaded_window):
+    window = loaded_window
+    assert window.details_action.isEnabled()
+    dialog = window.show_model_details()
+    text = " ".join(label.text() for label in dialog.findChildren(QtWidgets.QLabel))
+    rows, cols = window.session.model.som_shape
+    assert "SOMAD: anomaly maps" in text and f"{rows} x {cols}" in text and "resnet18" in text
+    assert "small.somad" in dialog.windowTitle()
+    dialog.close()
