@@ -368,3 +368,24 @@ def test_somad_files_are_unchanged_and_load_through_both_loaders(fitted, tmp_pat
     assert isinstance(b, core.SomadModel)
     assert torch.equal(a.gaussians.inverse_cholesky, b.gaussians.inverse_cholesky)
     assert dataclasses.asdict(a.config) == dataclasses.asdict(b.config)
+
+
+@pytest.mark.parametrize(
+    ("name", "stage"), [("padim", "statistics"), ("patchcore", "coreset"), ("lof", "calibration")]
+)
+def test_fit_method_honours_cancel_at_each_stage(demo_root, fast_config, name, stage):
+    stages = []
+
+    def progress(s, done, total):
+        stages.append(s)
+
+    with pytest.raises(core.Cancelled):
+        fit_method(
+            core.open_dataset(demo_root),
+            name,
+            fast_config,
+            progress=progress,
+            cancel=lambda: stage in stages,
+        )
+    assert stage in stages
+    assert stages[-1] == stage  # stopped at the first check after the stage began
