@@ -11,6 +11,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +20,8 @@ from core import metrics
 from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig
 from core.data import Dataset, Sample, load_images, read_mask
 from core.devices import device_name, resolve_device
-from core.errors import DataError, ResourceError
-from core.features import FeatureExtractor, configure_threads
+from core.errors import ConfigError, DataError, ResourceError
+from core.features import BACKBONE_BYTES, FeatureExtractor, configure_threads, estimated_grid
 from core.gaussian import gaussian_bytes
 from core.maps import patch_scores_to_maps
 from core.model import SomadModel, fit_som_and_nodes
@@ -38,19 +39,24 @@ FALSE_REJECT_RATE = 0.01
 ErrorCallback = Callable[[DataError], None]
 
 
-def _backbone_grid(config: FeatureConfig) -> tuple[int, int]:
-    """The stride-4 patch grid, as an estimate before any network is built."""
-    side = -(-config.image_size // 4)
-    return side, side
-
-
-def estimate_memory(config: SomadConfig, n_train_images: int) -> dict[str, int]:
-    """Bytes needed to fit: patch features, SOM, node statistics, the model itself and the expected peak.
-
-    Assumes the finest stage has stride 4 (true of ResNets and ConvNeXts at their first stage).
-    """
-    gh, gw = _backbone_grid(config.features)
+def estimate_memory(
+    config: SomadConfig,
+    n_train_images: int,
+    method: str = "somad",
+    options: dict[str, Any] | None = None,
+) -> dict[str, int]:
+    """Bytes needed to fit ``method``: ``features`` kept, the ``model`` itself and the expected ``peak``
+    (backbone included), plus SOMAD's ``som`` and ``statistics``. An estimate before any network is built:
+    the finest stage is taken to have stride 4 (true of ResNets and ConvNeXts)."""
     n_images = min(n_train_images, config.max_train or n_train_images)
+    if method != "somad":
+        from core.methods import METHODS
+
+        if method not in METHODS:
+            raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+        info = METHODS[method]
+        return info.detector.estimate_memory(config, info.validate(options), n_images)
+    gh, gw = estimated_grid(config.features)
     dims = config.features.dims
     nodes = config.som.rows * config.som.cols
     features = 4 * n_images * gh * gw * dims
@@ -58,13 +64,12 @@ def estimate_memory(config: SomadConfig, n_train_images: int) -> dict[str, int]:
     statistics = gaussian_bytes(nodes, dims)
     working = 8 * 128 * dims * dims * 3  # float64 scatter, covariance and factor of one node chunk
     model = statistics + 4 * nodes * dims
-    backbone = 600 * 2**20
     return {
         "features": features,
         "som": som,
         "statistics": statistics,
         "model": model,
-        "peak": features + som + statistics + working + backbone,
+        "peak": features + som + statistics + working + BACKBONE_BYTES,
     }
 
 
@@ -77,9 +82,15 @@ def _available_memory(device: torch.device) -> int | None:
         return None
 
 
-def _check_memory(config: SomadConfig, n_images: int, device: torch.device) -> None:
+def check_memory(
+    config: SomadConfig,
+    n_images: int,
+    device: torch.device,
+    method: str = "somad",
+    options: dict[str, Any] | None = None,
+) -> None:
     """Refuse to start a fit whose memory estimate exceeds what the device (and host) has free."""
-    need = estimate_memory(config, n_images)["peak"]
+    need = estimate_memory(config, n_images, method, options)["peak"]
     for where in {device, torch.device("cpu")}:
         have = _available_memory(where)
         if have is not None and need > have:
@@ -147,7 +158,7 @@ def fit(
     monitor = Monitor(progress, cancel)
     device = resolve_device(config.device)
     paths = _training_paths(train, config.max_train)
-    _check_memory(config, len(paths), device)
+    check_memory(config, len(paths), device)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()

@@ -172,6 +172,17 @@ def _offline_error(config: FeatureConfig, err: Exception) -> WeightsError:
     )
 
 
+#: Memory of a backbone and its activations while extracting features (Wide-ResNet-50-2 at 224 px, batch 4).
+BACKBONE_BYTES = 600 * 2**20
+
+
+def estimated_grid(config: FeatureConfig) -> tuple[int, int]:
+    """The stride-4 patch grid of ``config``'s images, as an estimate before any network is built (true of
+    ResNets and ConvNeXts at their first stage)."""
+    side = -(-config.image_size // 4)
+    return side, side
+
+
 @dataclass(frozen=True)
 class FeatureLayout:
     """Where the kept channels come from: per-stage channel counts and the sorted global channel indices."""

@@ -389,3 +389,33 @@ def test_fit_method_honours_cancel_at_each_stage(demo_root, fast_config, name, s
         )
     assert stage in stages
     assert stages[-1] == stage  # stopped at the first check after the stage began
+
+
+def test_memory_estimates_match_the_fitted_models(demo_root, fast_config):
+    dataset = core.open_dataset(demo_root)
+    n = len(dataset.train)
+    for name, options in (("padim", {}), ("patchcore", {"coreset_ratio": 0.2})):
+        estimate = core.estimate_memory(fast_config, n, name, options)
+        model = fit_method(dataset, name, fast_config, options)
+        assert estimate["model"] == model.detector.nbytes, name  # exact: the grid is known from the config
+        assert estimate["features"] == 4 * n * 16 * 16 * 16  # 16 x 16 grid at 64 px, 16 channels
+        assert estimate["peak"] > estimate["features"] + estimate["model"]
+    plain = core.estimate_memory(fast_config, n, "lof")
+    augmented = core.estimate_memory(fast_config, n, "lof", {"augment": True})
+    lof = fit_method(dataset, "lof", fast_config, {"augment": True})
+    assert augmented["model"] == 6 * plain["model"] >= lof.detector.nbytes  # an upper bound
+    padim_big = core.estimate_memory(dataclasses.replace(fast_config, max_train=4), n, "padim")
+    assert padim_big["features"] == 4 * 4 * 16 * 16 * 16  # max_train caps the images counted
+    with pytest.raises(ConfigError, match="method"):
+        core.estimate_memory(fast_config, n, "spade")
+    with pytest.raises(ConfigError, match="coreset_ratio"):
+        core.estimate_memory(fast_config, n, "patchcore", {"coreset_ratio": 2})
+
+
+def test_fit_method_refuses_when_memory_is_short(demo_root, fast_config, monkeypatch):
+    from core import api
+    from core.errors import ResourceError
+
+    monkeypatch.setattr(api, "_available_memory", lambda device: 1024)
+    with pytest.raises(ResourceError, match="GiB"):
+        fit_method(core.open_dataset(demo_root), "padim", fast_config)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from core.errors import ConfigError
+from core.features import BACKBONE_BYTES
 from core.methods.base import RUN_OPTIONS, Detector, FeatureSet, OptionSpec, stage_features
 from core.progress import Monitor
 
@@ -65,6 +66,17 @@ class ImageLevelDetector(Detector):
         if stage not in self.config.features.layers:
             raise ConfigError(f"stage {stage}: not one of the feature layers {self.config.features.layers}")
         self.stage = stage
+
+    #: Channels of a stage at most (ResNet-50's and Wide-ResNet's deepest stage): the estimate's bound.
+    MAX_STAGE_CHANNELS = 2048
+
+    @classmethod
+    def estimate_memory(cls, config, options, n_images: int) -> dict[str, int]:
+        """Pooled features (N, C) float64, times 6 with augmentation; a model of at most as many numbers
+        (support vectors, training points); an upper bound, since C is known only once the network is built."""
+        rows = n_images * (6 if options.get("augment") else 1)
+        features = 8 * rows * cls.MAX_STAGE_CHANNELS
+        return {"features": features, "model": features, "peak": 3 * features + BACKBONE_BYTES}
 
     @property
     def wants_augmented(self) -> bool:

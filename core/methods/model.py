@@ -267,7 +267,7 @@ def fit_method(
     images themselves (optimistic for memory-based methods such as PatchCore, KDE and LOF, whose training
     images score near zero: prefer the threshold stored after an evaluation).
     """
-    from core.api import _training_paths
+    from core.api import _training_paths, check_memory
     from core.api import fit as fit_somad
     from core.data import Dataset
     from core.feature_cache import extract_feature_set
@@ -285,6 +285,7 @@ def fit_method(
     device = resolve_device(config.device)
     detector = methods[method].detector(config, options, device)
     paths = _training_paths(train, config.max_train)
+    check_memory(config, len(paths), device, method, detector.options)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()

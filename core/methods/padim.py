@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import torch
 
+from core.features import BACKBONE_BYTES, estimated_grid
 from core.gaussian import NodeGaussians, fit_position_gaussians, mahalanobis_per_position
 from core.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector, FeatureSet
 from core.progress import Monitor
@@ -40,6 +41,17 @@ class PadimDetector(Detector):
         )
         self.fitted = True
         return self
+
+    @classmethod
+    def estimate_memory(cls, config, options, n_images: int) -> dict[str, int]:
+        """Features (N, P, d) float32; the model: P means, P d x d inverse Cholesky factors (float32) and
+        counts; while fitting, one chunk of 128 positions in float64 (features, covariances, factors)."""
+        gh, gw = estimated_grid(config.features)
+        positions, d = gh * gw, config.features.dims
+        features = 4 * n_images * positions * d
+        model = 4 * positions * d + 4 * positions * d * d + 8 * positions + 16
+        working = 8 * 128 * (2 * n_images * d + 3 * d * d)
+        return {"features": features, "model": model, "peak": features + model + working + BACKBONE_BYTES}
 
     @torch.inference_mode()
     def score(self, features: FeatureSet) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from core.devices import single_threaded
+from core.features import BACKBONE_BYTES, estimated_grid
 from core.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector, FeatureSet, OptionSpec
 from core.progress import Monitor
 
@@ -256,6 +257,27 @@ class PatchCoreDetector(Detector):
         return aggregate(
             patches.to(self.device, torch.float32), self.options["neighbourhood"], self.options["stride"]
         )
+
+    @classmethod
+    def estimate_memory(cls, config, options, n_images: int) -> dict[str, int]:
+        """Features (N, gh, gw, d), their aggregation on the strided grid, its random projection, and the
+        memory bank (the model): ``coreset_ratio`` of the aggregated patches, float32."""
+        k, stride = options["neighbourhood"], options["stride"]
+        gh, gw = estimated_grid(config.features)
+        d = config.features.dims
+        features = 4 * n_images * gh * gw * d
+        if k > 1 or stride > 1:  # avg_pool2d's output size with padding k // 2
+            gh, gw = ((g + 2 * (k // 2) - k) // stride + 1 for g in (gh, gw))
+        patches = n_images * gh * gw
+        aggregated = 4 * patches * d
+        kept = patches if options["coreset_ratio"] >= 1.0 else max(1, int(options["coreset_ratio"] * patches))
+        model = 4 * kept * d + 16
+        projected = 4 * patches * min(options["projection_dims"], d)
+        return {
+            "features": features,
+            "model": model,
+            "peak": features + aggregated + projected + model + BACKBONE_BYTES,
+        }
 
     @torch.inference_mode()
     def fit(self, features: FeatureSet, monitor: Monitor | None = None) -> PatchCoreDetector:

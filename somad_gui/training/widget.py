@@ -445,22 +445,11 @@ class TrainingPanel(QtWidgets.QWidget):
                 "<span style='color:#6b7280'>Memory estimate: open a dataset first</span>"
             )
             return
+        info = self.method_form.info()
         try:
-            est = dict(core.estimate_memory(self.config(), n))
+            est = dict(core.estimate_memory(self.config(), n, info.name, self.method_options()))
         except (core.SomadError, ValueError) as exc:
             self.memory_label.setText(f"<span style='color:#b91c1c'>{_escape(str(exc))}</span>")
-            return
-        info = self.method_form.info()
-        if info.name != "somad":
-            kept = (
-                f"its patch features take about {format_bytes(est['features'])} while fitting"
-                if info.gives_maps
-                else "it keeps only pooled features (small)"
-            )
-            self.memory_label.setText(
-                f"<span style='color:#4b5563'>{_escape(info.label)} on {n} training images: {kept}; "
-                "the full memory estimate covers SOMAD only</span>"
-            )
             return
         self.memory_estimate = est
         parts = [
@@ -470,7 +459,10 @@ class TrainingPanel(QtWidgets.QWidget):
         total = _physical_memory()
         colour = "#b91c1c" if peak and total and peak > 0.8 * total else "#1f2328"
         peak_text = f"<b style='color:{colour}'>peak {format_bytes(peak)}</b>" if peak else ""
-        self.memory_label.setText(f"Memory for {n} training images: {peak_text}<br>" + " · ".join(parts))
+        bound = "" if info.gives_maps else " (at most)"
+        self.memory_label.setText(
+            f"Memory for {info.label} on {n} training images{bound}: {peak_text}<br>" + " · ".join(parts)
+        )
 
     # -- fit --------------------------------------------------------------------------------------------------
     def start_fit(self) -> Job | None:

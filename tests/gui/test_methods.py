@@ -13,7 +13,7 @@ import core
 from somad_gui import app as app_module
 from somad_gui.export.controller import ALL
 from somad_gui.export.render import RenderStyle, render_annotated, render_four_panel
-from somad_gui.training.options import OPTIONS
+from somad_gui.training.options import OPTIONS, format_bytes
 from somad_gui.training.widget import METHOD_KEY, METHOD_OPTIONS_KEY, TrainingPanel
 
 from .conftest import small_config, wait_idle
@@ -217,3 +217,19 @@ def test_model_details_of_a_somad_model(loaded_window):
     assert "SOMAD: anomaly maps" in text and f"{rows} x {cols}" in text and "resnet18" in text
     assert "small.somad" in dialog.windowTitle()
     dialog.close()
+
+
+def test_memory_estimate_follows_the_method(opened):
+    panel = opened.training
+    panel.set_config(small_config())
+    n = len(opened.session.dataset.train)
+    for method, options in (("padim", {}), ("patchcore", {"coreset_ratio": 0.05}), ("kde", {})):
+        panel.set_method(method)
+        panel.method_form.set_options(method, options)
+        panel.update_estimate()
+        expected = core.estimate_memory(panel.config(), n, method, panel.method_options())
+        assert panel.memory_estimate == expected
+        text = panel.memory_label.text()
+        assert core.METHODS[method].label in text and format_bytes(expected["model"]) in text
+        assert "SOM" not in text.replace("SOMAD", "")
+    assert "(at most)" in panel.memory_label.text()  # image-level estimates are upper bounds
