@@ -88,6 +88,8 @@ class OptionSpec:
     maximum: float | None = None
     #: Besides values of ``kind``, these strings are accepted (e.g. KDE's "scott" bandwidth).
     keywords: tuple[str, ...] = ()
+    #: What the minimum value means, for a form to show in its place (e.g. "deepest layer" for stage 0).
+    special: str = ""
 
     def check(self, value: Any) -> Any:
         """``value`` converted to ``kind`` and range-checked; :class:`ConfigError` names the option."""

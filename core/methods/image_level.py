@@ -41,7 +41,14 @@ IMAGE_FEATURE_OPTIONS: tuple[str, ...] = (
 )
 
 COMMON_OPTIONS = (
-    OptionSpec("stage", int, 0, "backbone stage to pool (0: the deepest of the feature layers)", minimum=0),
+    OptionSpec(
+        "stage",
+        int,
+        0,
+        "backbone stage to pool (0: the deepest of the feature layers)",
+        minimum=0,
+        special="deepest layer",
+    ),
     OptionSpec("augment", bool, False, "add rotated and flipped copies of the training images"),
 )
 

@@ -84,6 +84,8 @@ class MethodForm(QtWidgets.QWidget):
             lo = int(spec.minimum) if spec.minimum is not None else -INT_LIMIT
             hi = int(spec.maximum) if spec.maximum is not None else INT_LIMIT
             w.setRange(lo, hi)
+            if spec.special:
+                w.setSpecialValueText(spec.special)
             w.valueChanged.connect(self.changed)
         elif spec.keywords:
             w = QtWidgets.QComboBox()

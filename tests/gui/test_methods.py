@@ -79,6 +79,11 @@ def test_selector_offers_every_method_and_hides_options_that_do_not_apply(window
     assert pages["lof"].isVisibleTo(panel) and not pages["patchcore"].isVisibleTo(panel)
     assert set(panel.method_form.editors["lof"]) == {"stage", "augment", "n_neighbors"}
     assert panel.method_options() == core.METHODS["lof"].defaults()
+    stage = panel.method_form.editors["lof"]["stage"]
+    assert stage.text() == "deepest layer"  # stage 0 means the deepest feature layer
+    stage.setValue(2)
+    assert panel.method_options()["stage"] == 2
+    stage.setValue(0)
 
     panel.set_method("somad")
     assert not any(page.isVisibleTo(panel) for page in pages.values())  # SOMAD has no options of its own
