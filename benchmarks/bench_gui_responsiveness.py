@@ -36,7 +36,7 @@ def main() -> None:
     import core
     from somad_gui.main_window import MainWindow
 
-    app = QtWidgets.QApplication([])
+    QtWidgets.QApplication([])
     window = MainWindow(restore_layout=False)
     window.resize(1400, 900)
     window.show()
@@ -62,12 +62,19 @@ def main() -> None:
         timer.start(args.beat_ms)
         job = session.fit(core.DEMO_CONFIG.with_changes(device="cpu"), method=method)
         t0 = last[0] = time.monotonic()
+        scored: list[int] = []
+
+        def on_scored(scored=scored) -> None:
+            scored.append(1)
+            loop.quit()
+
+        session.scoringFinished.connect(on_scored)
         job.finished.connect(loop.quit)
         loop.exec()
         fit_s = time.monotonic() - t0
-        while session.jobs.is_busy():  # the scoring run that follows a fit, heartbeat still on
-            app.processEvents()
-            time.sleep(0.005)
+        if job.outcome == "succeeded" and not scored:
+            loop.exec()  # the scoring run that follows a fit, heartbeat still on
+        session.scoringFinished.disconnect(on_scored)
         timer.stop()
         gaps_ms = sorted(1000 * g for g in gaps)
         rows.append(

@@ -246,6 +246,12 @@ class Session(QtCore.QObject):
         self.modelChanged.emit()
         self.resultsChanged.emit()
         if self.dataset is not None and self.dataset.test:
+            # Start scoring on the next turn of the event loop: the views repaint for the new model first, so
+            # the window never spends the hand-over and the scoring start in one uninterrupted stretch.
+            QtCore.QTimer.singleShot(0, self, lambda m=model: self._score_if_current(m))
+
+    def _score_if_current(self, model: Any) -> None:
+        if model is self.model:
             self.score_dataset()
 
     @property
