@@ -7,7 +7,6 @@ Every long call takes ``progress(stage, done, total)`` and ``cancel() -> bool``;
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,12 +18,12 @@ import torch
 from core import metrics
 from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig
 from core.data import Dataset, Sample, load_images, read_mask
-from core.devices import device_name, resolve_device
+from core.devices import resolve_device
 from core.errors import ConfigError, DataError, ResourceError
 from core.features import BACKBONE_BYTES, FeatureExtractor, configure_threads, estimated_grid
 from core.gaussian import gaussian_bytes
 from core.maps import patch_scores_to_maps
-from core.model import SomadModel, fit_som_and_nodes
+from core.model import FALSE_REJECT_RATE, SomadModel, finish_training, fit_som_and_nodes
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import CategoryReport, ImageRecord, ImageResult
 
@@ -35,7 +34,6 @@ DEMO_CONFIG = SomadConfig(
     scoring=ScoringConfig(k=4, sigma=4.0),
 )
 
-FALSE_REJECT_RATE = 0.01
 ErrorCallback = Callable[[DataError], None]
 
 
@@ -190,10 +188,7 @@ def fit(
     t0 = time.perf_counter()
     train_scores = _score_training_features(model, features, monitor)
     timings["calibration"] = time.perf_counter() - t0
-    model.thresholds["train_false_reject_1pct"] = metrics.threshold_for_false_reject_rate(
-        train_scores, FALSE_REJECT_RATE
-    )
-    model.training_summary = {
+    summary = {
         "category": train.name if isinstance(train, Dataset) else None,
         "n_images": len(kept),
         "n_unreadable": len(errors),
@@ -204,13 +199,8 @@ def fit(
         "som_quantization_error": quantization_error,
         "som_topographic_error": som.topographic_error(patches[:: max(1, patches.shape[0] // 100_000)]),
         "nodes_with_hits": int(gaussians.valid.sum()),
-        "train_score_mean": float(np.mean(train_scores)),
-        "train_score_max": float(np.max(train_scores)),
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
     }
+    finish_training(model, train_scores, timings, device, summary)
     return model
 
 

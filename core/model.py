@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,10 +13,11 @@ import numpy as np
 import torch
 
 from core.config import SomadConfig
-from core.devices import resolve_device
+from core.devices import device_name, resolve_device
 from core.features import FeatureExtractor
 from core.gaussian import NodeGaussians, fit_node_gaussians, mahalanobis_to_nodes
 from core.maps import image_score, patch_scores_to_maps
+from core.metrics import threshold_for_false_reject_rate
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import ImageResult
 from core.som import BatchSOM, train_som, umatrix
@@ -24,9 +26,33 @@ from core.som import BatchSOM, train_som, umatrix
 THRESHOLD_PREFERENCE = ("best_f1", "false_reject_1pct", "train_false_reject_1pct")
 
 
+#: The share of good images the stored ``*_false_reject_1pct`` thresholds reject.
+FALSE_REJECT_RATE = 0.01
+
+
 def preferred_threshold(thresholds: dict[str, float]) -> float | None:
     """The first stored threshold of :data:`THRESHOLD_PREFERENCE`, or ``None``."""
     return next((thresholds[key] for key in THRESHOLD_PREFERENCE if key in thresholds), None)
+
+
+def finish_training(
+    model: Any, train_scores: np.ndarray, timings: dict[str, float], device: torch.device, summary: dict
+) -> None:
+    """Store what every fitted model of any method keeps from its training run: the threshold rejecting
+    :data:`FALSE_REJECT_RATE` of the training images' own scores, and the training summary (``summary``
+    plus the score range, the seconds of each stage and where it ran)."""
+    model.thresholds["train_false_reject_1pct"] = threshold_for_false_reject_rate(
+        train_scores, FALSE_REJECT_RATE
+    )
+    model.training_summary = {
+        **summary,
+        "train_score_mean": float(np.mean(train_scores)),
+        "train_score_max": float(np.max(train_scores)),
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 @dataclass

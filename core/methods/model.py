@@ -9,7 +9,6 @@ batching) and which :func:`core.api.score_paths` accepts as it is. Image-level m
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,18 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from core import metrics
 from core.config import SomadConfig
-from core.devices import device_name, resolve_device
+from core.devices import resolve_device
 from core.errors import ConfigError, DataError, ModelFileError
 from core.features import FeatureExtractor, configure_threads
 from core.maps import image_score, patch_scores_to_maps
 from core.methods.base import Detector, FeatureSet
-from core.model import preferred_threshold
+from core.model import finish_training, preferred_threshold
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import ImageResult
-
-FALSE_REJECT_RATE = 0.01
 
 
 def _registry():
@@ -321,22 +317,13 @@ def fit_method(
     plain = FeatureSet(extracted.features.patches, extracted.features.pooled)
     train_scores = training_scores(model, plain, monitor)
     timings["calibration"] = time.perf_counter() - t0
-    model.thresholds["train_false_reject_1pct"] = metrics.threshold_for_false_reject_rate(
-        train_scores, FALSE_REJECT_RATE
-    )
-    grid = list(extractor.grid_shape) if detector.needs_patches else [0, 0]
-    model.training_summary = {
+    summary = {
         "method": method,
         "category": train.name if isinstance(train, Dataset) else None,
         "n_images": len(extracted.paths),
         "n_unreadable": len(extracted.unreadable),
-        "grid_shape": grid,
+        "grid_shape": list(extractor.grid_shape) if detector.needs_patches else [0, 0],
         "feature_channels": int(sum(extractor.layout.stage_channels)),
-        "train_score_mean": float(np.mean(train_scores)),
-        "train_score_max": float(np.max(train_scores)),
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
     }
+    finish_training(model, train_scores, timings, device, summary)
     return model
