@@ -97,9 +97,13 @@ class TrainingPanel(QtWidgets.QWidget):
             "on a CPU)"
         )
         self.demo_button.clicked.connect(lambda: self.set_config(core.DEMO_CONFIG))
+        self.model_button = QtWidgets.QPushButton("Model's")
+        self.model_button.setToolTip("The method, options and settings of the current model, to fit it again")
+        self.model_button.clicked.connect(self.use_model_settings)
         preset_row.addWidget(QtWidgets.QLabel("Presets"))
         preset_row.addWidget(self.paper_button)
         preset_row.addWidget(self.demo_button)
+        preset_row.addWidget(self.model_button)
         preset_row.addStretch(1)
         form_layout.addLayout(preset_row)
         method_box = QtWidgets.QGroupBox("Method")
@@ -364,6 +368,15 @@ class TrainingPanel(QtWidgets.QWidget):
         for group, box in self.group_boxes.items():
             box.setVisible(any(o.name in visible for o in OPTIONS if o.group == group))
 
+    def use_model_settings(self) -> None:
+        """Show the current model's method, options and configuration in the form."""
+        model = self.session.model
+        if model is None:
+            return
+        self.set_method(model.method)
+        self.method_form.set_options(model.method, model.options)
+        self.set_config(model.config)
+
     def _restore_method(self) -> None:
         settings = app_module.settings()
         try:
@@ -537,6 +550,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self.fit_button.setToolTip(tip)
         self.cancel_button.setEnabled(running or scoring)
         self.save_button.setEnabled(self.session.model is not None)
+        self.model_button.setEnabled(self.session.model is not None)
         if not running and not self._estimate_timer.isActive():
             self._estimate_timer.start()
 

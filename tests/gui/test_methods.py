@@ -185,6 +185,15 @@ def test_image_level_model_scores_without_heatmap_and_says_so(opened, qtbot, tmp
     wait_idle(qtbot, session)
     assert isinstance(session.model, core.MethodModel) and session.model.method == "lof"
 
+    # the form takes the loaded model's method, options and settings back
+    panel = window.training
+    panel.set_method("somad")
+    panel.set_config(core.SomadConfig())
+    assert panel.model_button.isEnabled()
+    panel.model_button.click()
+    assert panel.method() == "lof" and panel.method_options()["n_neighbors"] == 5
+    assert panel.config() == session.model.config
+
 
 def test_pixel_methods_without_a_som_show_maps_but_no_nodes(opened, qtbot):
     window = opened
