@@ -20,8 +20,7 @@ from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig
 from core.data import Dataset, Sample, load_images, read_mask
 from core.devices import resolve_device
 from core.errors import ConfigError, DataError, ResourceError
-from core.features import BACKBONE_BYTES, FeatureExtractor, configure_threads, estimated_grid
-from core.gaussian import gaussian_bytes
+from core.features import FeatureExtractor, configure_threads
 from core.maps import patch_scores_to_maps
 from core.model import FALSE_REJECT_RATE, SomadModel, finish_training, fit_som_and_nodes
 from core.progress import CancelCheck, Monitor, ProgressCallback
@@ -46,29 +45,13 @@ def estimate_memory(
     """Bytes needed to fit ``method``: ``features`` kept, the ``model`` itself and the expected ``peak``
     (backbone included), plus SOMAD's ``som`` and ``statistics``. An estimate before any network is built:
     the finest stage is taken to have stride 4 (true of ResNets and ConvNeXts)."""
-    n_images = min(n_train_images, config.max_train or n_train_images)
-    if method != "somad":
-        from core.methods import METHODS
+    from core.methods import METHODS
 
-        if method not in METHODS:
-            raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
-        info = METHODS[method]
-        return info.detector.estimate_memory(config, info.validate(options), n_images)
-    gh, gw = estimated_grid(config.features)
-    dims = config.features.dims
-    nodes = config.som.rows * config.som.cols
-    features = 4 * n_images * gh * gw * dims
-    som = 4 * nodes * dims + 4 * nodes * nodes * 2 + 4 * config.som.chunk_size * nodes * 2
-    statistics = gaussian_bytes(nodes, dims)
-    working = 8 * 128 * dims * dims * 3  # float64 scatter, covariance and factor of one node chunk
-    model = statistics + 4 * nodes * dims
-    return {
-        "features": features,
-        "som": som,
-        "statistics": statistics,
-        "model": model,
-        "peak": features + som + statistics + working + BACKBONE_BYTES,
-    }
+    if method not in METHODS:
+        raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    info = METHODS[method]
+    n_images = min(n_train_images, config.max_train or n_train_images)
+    return info.detector.estimate_memory(config, info.validate(options), n_images)
 
 
 def _available_memory(device: torch.device) -> int | None:

@@ -28,7 +28,6 @@ import torch
 from core.config import SomadConfig
 from core.devices import resolve_device
 from core.errors import ConfigError
-from core.features import BACKBONE_BYTES, estimated_grid
 from core.maps import image_score, patch_scores_to_maps
 from core.progress import Monitor
 
@@ -120,11 +119,6 @@ class OptionSpec:
         return converted
 
 
-def _grid_cells(config: SomadConfig) -> int:
-    gh, gw = estimated_grid(config.features)
-    return gh * gw
-
-
 def validate_options(specs: Sequence[OptionSpec], options: Mapping[str, Any] | None, method: str) -> dict:
     """Every option of ``specs``: the given value checked, or its default; unknown names are an error."""
     options = dict(options or {})
@@ -203,14 +197,12 @@ class Detector(ABC):
         return detector
 
     @classmethod
+    @abstractmethod
     def estimate_memory(
         cls, config: SomadConfig, options: Mapping[str, Any], n_images: int
     ) -> dict[str, int]:
         """Bytes to fit on ``n_images``: ``features`` kept, the ``model`` and the expected ``peak`` (backbone
-        included), before any network is built. This default, for patch methods, takes the model to be as
-        large as the features; methods override it with their own sizes."""
-        features = 4 * n_images * _grid_cells(config) * config.features.dims
-        return {"features": features, "model": features, "peak": 2 * features + BACKBONE_BYTES}
+        included), before any network is built (see :func:`core.features.estimated_grid`)."""
 
     # -- shared helpers -----------------------------------------------------------------------------------
     @property

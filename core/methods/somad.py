@@ -13,7 +13,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from core.gaussian import NodeGaussians
+from core.features import BACKBONE_BYTES, estimated_grid
+from core.gaussian import NodeGaussians, gaussian_bytes
 from core.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector, FeatureSet
 from core.model import SomadModel, fit_som_and_nodes
 from core.progress import Monitor
@@ -43,6 +44,26 @@ class SomadDetector(Detector):
 
     som_weights: torch.Tensor
     gaussians: NodeGaussians
+
+    @classmethod
+    def estimate_memory(cls, config, options, n_images: int) -> dict[str, int]:
+        """Features (N, gh, gw, d) float32; the SOM's weights, grid distances and one chunk of patch-to-node
+        distances; the node statistics (the model); one chunk of 128 nodes in float64 while fitting them."""
+        gh, gw = estimated_grid(config.features)
+        dims = config.features.dims
+        nodes = config.som.rows * config.som.cols
+        features = 4 * n_images * gh * gw * dims
+        som = 4 * nodes * dims + 4 * nodes * nodes * 2 + 4 * config.som.chunk_size * nodes * 2
+        statistics = gaussian_bytes(nodes, dims)
+        working = 8 * 128 * dims * dims * 3  # float64 scatter, covariance and factor of one node chunk
+        model = statistics + 4 * nodes * dims
+        return {
+            "features": features,
+            "som": som,
+            "statistics": statistics,
+            "model": model,
+            "peak": features + som + statistics + working + BACKBONE_BYTES,
+        }
 
     def fit(self, features: FeatureSet, monitor: Monitor | None = None) -> SomadDetector:
         monitor = monitor or Monitor()
