@@ -19,7 +19,7 @@ from core import metrics
 from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig
 from core.data import Dataset, Sample, load_images, read_mask
 from core.devices import resolve_device
-from core.errors import ConfigError, DataError, ResourceError
+from core.errors import DataError, ResourceError
 from core.features import FeatureExtractor, configure_threads
 from core.maps import patch_scores_to_maps
 from core.model import FALSE_REJECT_RATE, SomadModel, finish_training, fit_som_and_nodes
@@ -45,11 +45,9 @@ def estimate_memory(
     """Bytes needed to fit ``method``: ``features`` kept, the ``model`` itself and the expected ``peak``
     (backbone included), plus SOMAD's ``som`` and ``statistics``. An estimate before any network is built:
     the finest stage is taken to have stride 4 (true of ResNets and ConvNeXts)."""
-    from core.methods import METHODS
+    from core.methods import method_info
 
-    if method not in METHODS:
-        raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
-    info = METHODS[method]
+    info = method_info(method)
     n_images = min(n_train_images, config.max_train or n_train_images)
     return info.detector.estimate_memory(config, info.validate(options), n_images)
 

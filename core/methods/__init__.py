@@ -97,11 +97,16 @@ def create_detector(
     device: str | torch.device = "cpu",
 ) -> Detector:
     """An unfitted detector of method ``name``."""
+    return method_info(name).detector(config, options, device)
+
+
+def method_info(name: str) -> MethodInfo:
+    """``METHODS[name]``; :class:`~core.errors.ConfigError` listing the methods when there is none."""
     from core.errors import ConfigError
 
     if name not in METHODS:
         raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {name!r}")
-    return METHODS[name].detector(config, options, device)
+    return METHODS[name]
 
 
 __all__ = [
@@ -127,4 +132,5 @@ __all__ = [
     "create_detector",
     "fit_method",
     "greedy_coreset",
+    "method_info",
 ]

@@ -267,10 +267,9 @@ def fit_method(
     from core.api import fit as fit_somad
     from core.data import Dataset
     from core.feature_cache import extract_feature_set
+    from core.methods import method_info
 
-    methods = _registry()
-    if method not in methods:
-        raise ConfigError(f"method: expected one of {', '.join(methods)}, got {method!r}")
+    info = method_info(method)
     config = (config or SomadConfig()).validate()
     if method == "somad":
         if options:
@@ -279,7 +278,7 @@ def fit_method(
     configure_threads()
     monitor = Monitor(progress, cancel)
     device = resolve_device(config.device)
-    detector = methods[method].detector(config, options, device)
+    detector = info.detector(config, options, device)
     paths = _training_paths(train, config.max_train)
     check_memory(config, len(paths), device, method, detector.options)
     timings: dict[str, float] = {}
