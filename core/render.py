@@ -1,4 +1,5 @@
-"""Pictures of results for people: heatmaps, overlays with defect contours, and the 4-panel figure.
+"""Pictures of results for people: heatmaps and overlays with defect contours (the window's 4-panel figure is
+in ``somad_gui.export.render``).
 
 Pure numpy/OpenCV on RGB uint8 arrays, usable from the CLI, a worker thread or a test.
 """
@@ -90,31 +91,3 @@ def put_caption(image: np.ndarray, text: str) -> np.ndarray:
         out, text, (6, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA
     )
     return out
-
-
-def four_panel(
-    image: np.ndarray,
-    anomaly_map: np.ndarray,
-    threshold: float,
-    *,
-    vmin: float,
-    vmax: float,
-    truth: np.ndarray | None = None,
-    colormap: str = "jet",
-) -> np.ndarray:
-    """Input | ground truth | heatmap | predicted contours, side by side at the image's resolution."""
-    h, w = image.shape[:2]
-    truth_panel = (
-        np.zeros_like(image) if truth is None else np.repeat((truth * 255).astype(np.uint8)[..., None], 3, 2)
-    )
-    panels = [
-        put_caption(image, "input"),
-        put_caption(truth_panel, "ground truth" if truth is not None else "no ground truth"),
-        put_caption(heatmap_rgb(anomaly_map, vmin, vmax, colormap), "heatmap"),
-        put_caption(draw_contours(image, defect_mask(anomaly_map, threshold), PREDICTED_COLOUR), "contours"),
-    ]
-    gap = np.full((h, max(2, w // 100), 3), 255, np.uint8)
-    row = [panels[0]]
-    for panel in panels[1:]:
-        row += [gap, panel]
-    return np.concatenate(row, axis=1)

@@ -140,17 +140,3 @@ def test_heatmap_rgb_spans_the_colormap():
     np.testing.assert_array_equal(
         render.heatmap_rgb(amap - 5, 0.0, 1.0), render.heatmap_rgb(amap * 0, 0.0, 1.0)
     )
-
-
-@pytest.mark.parametrize("shape", [(96, 96), (60, 150)])
-def test_four_panel_is_four_images_wide(shape):
-    h, w = shape
-    image = np.zeros((h, w, 3), np.uint8)
-    amap = _blob_map(shape)
-    truth = amap > 5
-    panel = render.four_panel(image, amap, 5.0, vmin=0.0, vmax=10.0, truth=truth)
-    gap = max(2, w // 100)
-    assert panel.shape == (h, 4 * w + 3 * gap, 3)
-    assert 4 * w <= panel.shape[1] <= 4.2 * w
-    no_truth = render.four_panel(image, amap, 5.0, vmin=0.0, vmax=10.0)
-    assert no_truth.shape == panel.shape
