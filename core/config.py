@@ -25,7 +25,7 @@ class FeatureConfig:
     resized to, without cropping, so maps cover the whole image.
     """
 
-    backbone: str = "wide_resnet50_2"
+    backbone: str = "tf_efficientnet_lite0"
     layers: tuple[int, ...] = (1, 2, 3)
     image_size: int = 224
     dims: int = 200

@@ -35,7 +35,7 @@ from core.features import FeatureExtractor
 from core.methods.base import FeatureSet
 from core.progress import CancelCheck, Monitor, ProgressCallback
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 METADATA_KEY = "somad_feature_cache"
 #: Rotations by 90, 180 and 270 degrees, horizontal and vertical flips (Krickl's 1:5 augmentation).
 AUGMENTATIONS = ("rot90", "rot180", "rot270", "flip_horizontal", "flip_vertical")
@@ -190,6 +190,7 @@ def file_fingerprint(path: str | Path, content_hash: bool = False) -> list:
 
 def weights_fingerprint(config: FeatureConfig, content_hash: bool = False) -> list:
     """Where the backbone's weights come from, precisely enough that other weights give another key."""
+    from core.bundled_weights import find_bundled
     from core.features import ensure_torchvision_ops
 
     ensure_torchvision_ops()
@@ -199,6 +200,9 @@ def weights_fingerprint(config: FeatureConfig, content_hash: bool = False) -> li
         return ["file", *file_fingerprint(config.weights, content_hash)]
     if config.random_init:
         return ["random-init", config.seed, config.zero_init_last, torch.__version__, timm.__version__]
+    bundled = find_bundled(config.backbone)
+    if bundled is not None:
+        return ["bundled", bundled.package, bundled.version, bundled.sha256, timm.__version__]
     return ["timm-pretrained", config.backbone, timm.__version__]
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.bundled_weights import BUNDLED_PACKAGES, find_bundled, load_into
 from core.config import FeatureConfig
 from core.errors import WeightsError
 
@@ -91,15 +92,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _create_backbone(config: FeatureConfig) -> tuple[torch.nn.Module, str]:
     """Build the timm feature extractor; returns it and a description of where its weights came from.
 
-    Pretrained weights go through timm's own loader (a hub download, or its local cache). With random or
-    file weights, ResNets get ``zero_init_last=config.zero_init_last``: timm's default (True) zeroes the last
+    Weights are resolved in this order: ``config.weights`` (a file), ``config.random_init``, the ImageNet
+    weights bundled with the program when the backbone has them (:mod:`core.bundled_weights`), timm's hub
+    (a download, or its local cache); failing all, a one-line error names the ways out. With random or file
+    weights, ResNets get ``zero_init_last=config.zero_init_last``: timm's default (True) zeroes the last
     normalisation of every residual block, so an untrained network passes only its shortcuts.
     """
     timm = _import_timm()
     kwargs: dict = {"features_only": True, "out_indices": tuple(sorted(config.layers))}
-    offline_ok = config.random_init or bool(config.weights)
     if not timm.is_model(config.backbone):
         raise WeightsError(f"unknown backbone {config.backbone!r}: expected a timm model name")
+    bundled = None if config.random_init or config.weights else find_bundled(config.backbone)
+    offline_ok = config.random_init or bool(config.weights) or bundled is not None
     try:
         if offline_ok:
             with torch.random.fork_rng(devices=[]):
@@ -125,8 +129,24 @@ def _create_backbone(config: FeatureConfig) -> tuple[torch.nn.Module, str]:
         return model, f"file:{Path(config.weights).name}"
     if config.random_init:
         return model, "random-init"
+    if bundled is not None:
+        load_into(model, bundled, timm)
+        return model, bundled.origin
     tag = getattr(model, "pretrained_cfg", {}).get("tag") or "default"
     return model, f"timm-pretrained:{config.backbone}.{tag}"
+
+
+def normalisation(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and standard deviation the backbone's weights were trained with (timm's pretrained
+    configuration: ImageNet statistics for most, 0.5 for the TensorFlow-trained EfficientNet-Lites)."""
+    timm = _import_timm()
+    try:
+        cfg = timm.get_pretrained_cfg(backbone)
+    except Exception:  # names without a pretrained configuration
+        cfg = None
+    mean = tuple(getattr(cfg, "mean", None) or IMAGENET_MEAN)
+    std = tuple(getattr(cfg, "std", None) or IMAGENET_STD)
+    return mean, std
 
 
 def _create_untrained(timm, config: FeatureConfig, kwargs: dict) -> torch.nn.Module:
@@ -168,7 +188,8 @@ def _check_hub_reachable(config: FeatureConfig) -> None:
 def _offline_error(config: FeatureConfig, err: Exception) -> WeightsError:
     return WeightsError(
         f"cannot download pretrained weights for {config.backbone!r} ({type(err).__name__}); "
-        "offline? pass --weights FILE (safetensors or state dict) or --random-init"
+        "offline? pass --weights FILE (safetensors or state dict), use a backbone with bundled weights "
+        f"({', '.join(BUNDLED_PACKAGES)}) or --random-init"
     )
 
 
@@ -235,8 +256,9 @@ class FeatureExtractor:
             )
             for lo, hi in itertools.pairwise(offsets)
         ]
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        mean, std = normalisation(config.backbone)
+        mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(std, device=device).view(1, 3, 1, 1)
         self._mean, self._std = mean, std
         self._grid_shape: tuple[int, int] | None = None
 
@@ -251,7 +273,7 @@ class FeatureExtractor:
         return self._grid_shape  # type: ignore[return-value]
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Resize (no crop) to ``image_size`` squared and normalise with ImageNet statistics."""
+        """Resize (no crop) to ``image_size`` squared and normalise with the backbone's statistics."""
         size = self.config.image_size
         batch = np.stack(
             [

@@ -147,6 +147,7 @@ def describe_model(metadata: dict[str, Any], channels: int | None = None) -> lis
     """What a person wants to know of a model, as (field, text) rows: method, backbone, weights (flagged when
     random), the method's settings, thresholds and training summary. ``metadata`` is a file's metadata
     (:func:`read_model_file`) or :func:`model_metadata` of a loaded model."""
+    from core.bundled_weights import describe_origin
     from core.methods import METHODS
 
     cfg = metadata["config"]
@@ -165,7 +166,8 @@ def describe_model(metadata: dict[str, Any], channels: int | None = None) -> lis
         ),
         (
             "weights",
-            str(metadata["weights_origin"]) + ("  (RANDOM INIT)" if metadata.get("random_init") else ""),
+            describe_origin(str(metadata["weights_origin"]))
+            + ("  (RANDOM INIT)" if metadata.get("random_init") else ""),
         ),
     ]
     if method == "somad":

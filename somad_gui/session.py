@@ -205,11 +205,27 @@ class Session(QtCore.QObject):
         self.set_model(model, path)
         self.fitFinished.emit(model)
 
-    def load_model(self, path: str | Path, on_failure: Callable[[str], None] | None = None) -> Job:
+    def load_model(
+        self,
+        path: str | Path,
+        on_failure: Callable[[str], None] | None = None,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Job:
+        """Load a model file in the worker; ``check(model)`` may name a reason to refuse it (then
+        ``on_failure`` gets that reason)."""
         path = Path(path)
+        fail = on_failure or (lambda msg: self.error(f"Cannot load model: {msg}"))
+
+        def loaded(model: Any) -> None:
+            reason = check(model) if check is not None else None
+            if reason:
+                fail(reason)
+            else:
+                self._loaded(model, path)
+
         job = self.jobs.start("load", partial(_load_work, path), f"Loading {path}")
-        job.succeeded.connect(lambda model: self._loaded(model, path))
-        job.failed.connect(on_failure or (lambda msg: self.error(f"Cannot load model: {msg}")))
+        job.succeeded.connect(loaded)
+        job.failed.connect(fail)
         return job
 
     def _loaded(self, model: Any, path: Path) -> None:
@@ -375,8 +391,13 @@ class Session(QtCore.QObject):
                 self.warn(f"Cached demo model unusable ({reason}); fitting a new one")
             self.fit(cfg, save_to=model_file)
 
+        def stale(model: Any) -> str | None:
+            if bool(getattr(model, "random_init", False)) != cfg.features.random_init:
+                return f"{model_file.name} was fitted on other backbone weights than the demo's"
+            return None
+
         if model_file.exists():
-            self.load_model(model_file, on_failure=refit)
+            self.load_model(model_file, on_failure=refit, check=stale)
         else:
             self.info("First start of the demo: fitting a small model in the background (cached afterwards)")
             refit()

@@ -143,4 +143,7 @@ def test_bench_reports_bad_input_in_one_line(demo_root, tmp_path, capsys):
     (good_only / "a.png").write_bytes((demo_root / "train" / "good" / "000.png").read_bytes())
     assert bench.main([str(good_only), "--methods", "padim", *TINY, "--no-cache"]) == 2
     assert "no category" in capsys.readouterr().err
-    assert SomadConfig().features.backbone == "wide_resnet50_2"  # bench defaults are fit's
+    import argparse
+
+    defaults = bench.add_arguments(argparse.ArgumentParser()).parse_args(["data"])
+    assert defaults.backbone == SomadConfig().features.backbone  # bench defaults are fit's

@@ -2,7 +2,7 @@
 
 The data root is ``$SOMAD_DATA`` or ``../shared/data`` beside the repository; without it the test is skipped
 with the reason. It fits a small model on a few training images and checks that masks line up with the
-maps and that defective bottles score above good ones more often than chance.
+maps and that defective bottles score above good ones.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_small_model_on_real_bottles_beats_chance():
+def test_small_pretrained_model_on_real_bottles():
     dataset = core.open_dataset(BOTTLE)
     assert dataset.has_masks and dataset.has_labels
     config = core.SomadConfig().with_changes(
-        features={"backbone": "resnet18", "image_size": 128, "dims": 64, "random_init": True},
+        features={"image_size": 128, "dims": 64},  # the default backbone, on its bundled ImageNet weights
         som={"rows": 16, "cols": 16, "epochs": 4},
         max_train=24,
         device="cpu",
@@ -35,8 +35,9 @@ def test_small_model_on_real_bottles_beats_chance():
     model = core.fit(dataset, config)
     report = core.evaluate(model, dataset)
     assert len(report.records) == len(dataset.test)
-    assert report.image_auroc is not None and report.image_auroc > 0.7
-    assert report.pixel_auroc is not None and report.pixel_auroc > 0.7
+    # measured 1.000 and 0.969 with these settings; random-init features gave about 0.8
+    assert report.image_auroc is not None and report.image_auroc > 0.95
+    assert report.pixel_auroc is not None and report.pixel_auroc > 0.93
     assert set(report.per_defect_type) == {"broken_large", "broken_small", "contamination"}
     scores = np.array([r.score for r in report.records])
     assert np.all(np.isfinite(scores))

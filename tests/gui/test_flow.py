@@ -22,8 +22,10 @@ def test_demo_fit_threshold_export_and_cancel(window, qtbot, demo_cache, demo_de
     wait_idle(qtbot, session)
     assert session.dataset.root == demo_default
     assert (demo_cache / DEMO_MODEL_NAME).exists() and session.model_path == demo_cache / DEMO_MODEL_NAME
-    assert "random-init features" in window.windowTitle()
-    assert window.random_init_label.isVisibleTo(window)
+    # the demo runs on the bundled ImageNet weights: no random-init banner
+    assert "random-init features" not in window.windowTitle()
+    assert not window.random_init_label.isVisibleTo(window)
+    assert session.model.weights_origin.startswith("bundled:")
     assert window.training.config() == config
     store = session.store
     assert len(store.scored_test()) == len(session.dataset.test)
@@ -83,3 +85,23 @@ def test_demo_refits_when_the_cached_model_is_damaged(window, qtbot, tmp_path, d
         window.open_demo(small_config(), cache=cache)
     assert any("Cached demo model unusable" in m and DEMO_MODEL_NAME in m for m in messages)
     assert core.load_model(cache / DEMO_MODEL_NAME).som_shape == (6, 6)
+
+
+def test_demo_refits_a_cached_model_of_random_init_features(window, qtbot, tmp_path, demo_default):
+    """A demo model cached by a version whose demo ran on random-init features is replaced, not reused."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(demo_default.parent, cache)
+    (cache / DEMO_MODEL_NAME).unlink(missing_ok=True)
+    random_config = small_config().with_changes(features={"random_init": True})
+    core.fit(core.open_dataset(cache / demo_default.name), random_config).save(cache / DEMO_MODEL_NAME)
+    session = window.session
+    messages: list[str] = []
+    session.message.connect(lambda _level, text: messages.append(text))
+    with qtbot.waitSignal(session.demoReady, timeout=180_000):
+        window.open_demo(small_config(), cache=cache)
+    assert any("other backbone weights" in m for m in messages)
+    refitted = core.load_model(cache / DEMO_MODEL_NAME)
+    assert not refitted.random_init and refitted.weights_origin.startswith("bundled:")
+    assert not session.random_init

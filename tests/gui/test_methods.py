@@ -156,11 +156,11 @@ def test_image_level_model_scores_without_heatmap_and_says_so(opened, qtbot, tmp
     assert not cluster.isEnabled() and "SOMAD" in cluster.toolTip()
     assert "Local Outlier Factor" in window.model_label.text()
 
-    # the model's details: method, its options, random weights flagged
+    # the model's details: method, its options, where the weights came from
     dialog = window.show_model_details()
     text = " ".join(label.text() for label in dialog.findChildren(QtWidgets.QLabel))
     assert "Local Outlier Factor: image scores only" in text and "n_neighbors 5" in text
-    assert "RANDOM INIT" in text and "SOM" not in text
+    assert "bundled package" in text and "RANDOM INIT" not in text and "SOM" not in text
     dialog.close()
 
     # the threshold still gives verdicts; export writes the image with its verdict banner
@@ -228,7 +228,7 @@ def test_model_details_of_a_somad_model(loaded_window):
     dialog = window.show_model_details()
     text = " ".join(label.text() for label in dialog.findChildren(QtWidgets.QLabel))
     rows, cols = window.session.model.som_shape
-    assert "SOMAD: anomaly maps" in text and f"{rows} x {cols}" in text and "resnet18" in text
+    assert "SOMAD: anomaly maps" in text and f"{rows} x {cols}" in text and "tf_efficientnet_lite0" in text
     assert "small.somad" in dialog.windowTitle()
     dialog.close()
 

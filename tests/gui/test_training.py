@@ -92,8 +92,9 @@ def test_helpers():
 
 
 def test_fit_from_the_panel_scores_and_fills_the_browser(opened, panel, qtbot):
+    """A fit on random-init features, asked for explicitly, is flagged in the title and the status bar."""
     session = opened.session
-    panel.set_config(small_config())
+    panel.set_config(small_config().with_changes(features={"random_init": True}))
     stages: list[str] = []
     with qtbot.waitSignal(session.jobs.jobStarted, timeout=5_000) as started:
         panel.fit_button.click()

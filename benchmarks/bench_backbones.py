@@ -1,0 +1,150 @@
+"""Which features serve best by default: backbones x stages x input sizes, each judged by SOMAD, PaDiM and
+PatchCore on every category of a data root. Prints one Markdown table.
+
+    python benchmarks/bench_backbones.py ../shared/data [--configs lite0:1,2,3:224 ...] [--max-train 200]
+
+A configuration is ``BACKBONE:LAYERS:SIZE`` (``lite0`` short for ``tf_efficientnet_lite0``; a trailing ``:random``
+uses a random-init backbone, flagged in the table). Every configuration goes through ``somad bench``'s runner
+(:func:`core.bench.run_bench`), so the three methods see the same cached features and an interrupted run resumes
+from ``--cache``. Per configuration, category and method: image AUROC / pixel AUROC / PRO, fit seconds on cached
+features, backbone and head milliseconds per test image, and the model file's size. The summary ranks
+configurations by their worst PRO over methods and categories, then by the mean: a default must not fail on any
+kind of image, whatever method a user picks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_CONFIGS = [
+    "lite0:1,2,3:224",
+    "lite0:2,3:224",
+    "lite1:1,2,3:224",
+    "lite2:1,2,3:224",
+    "lite1:2,3:224",
+    "lite2:2,3:224",
+    "lite0:2,3:320",
+    "lite1:2,3:320",
+    "lite2:2,3:320",
+    "lite0:1,2,3:320",
+    "lite1:1,2,3:320",
+    "lite2:1,2,3:320",
+]
+METHODS = ("somad", "padim", "patchcore")
+
+
+def parse_config(text: str) -> dict:
+    parts = text.split(":")
+    backbone = parts[0] if not parts[0].startswith("lite") else f"tf_efficientnet_{parts[0]}"
+    return {
+        "name": text,
+        "backbone": backbone,
+        "layers": tuple(int(x) for x in parts[1].split(",")),
+        "image_size": int(parts[2]),
+        "random_init": len(parts) > 3 and parts[3] == "random",
+    }
+
+
+def run_config(root: str, spec: dict, args) -> dict:
+    import core
+    from core.bench import run_bench
+
+    size = spec["image_size"]
+    side = -(-size // min(4 * 2 ** (min(spec["layers"]) - 1), 16))  # the finest stage's grid
+    config = core.SomadConfig().with_changes(
+        features={
+            "backbone": spec["backbone"],
+            "layers": spec["layers"],
+            "image_size": size,
+            "random_init": spec["random_init"],
+        },
+        som={"rows": min(side, 56), "cols": min(side, 56)},
+        max_train=args.max_train,
+        device=args.device,
+    )
+    return run_bench(root, config, METHODS, cache_folder=args.cache, log=lambda t: print(t, file=sys.stderr))
+
+
+def table(reports: dict[str, dict]) -> str:
+    cats = sorted({c for r in reports.values() for c in r["categories"]})
+    head = "| features | method | " + " | ".join(cats) + " | fit s | backbone + head ms | model MB |"
+    lines = [
+        "image AUROC / pixel AUROC / PRO per category; fit s and ms per image are means over categories.",
+        "",
+        head,
+        "|---|---|" + "---|" * (len(cats) + 3),
+    ]
+    summary = []
+    for name, report in reports.items():
+        flag = " (RANDOM INIT)" if report["random_init"] else ""
+        pros, pix = [], []
+        for m in METHODS:
+            rs = report["methods"][m]["categories"]
+            cells = []
+            for c in cats:
+                r = rs.get(c)
+                if r is None:
+                    cells.append("")
+                    continue
+                cells.append(f"{r['image_auroc']:.3f} / {r['pixel_auroc']:.3f} / {r['pro']:.3f}")
+                pros.append(r["pro"])
+                pix.append(r["pixel_auroc"])
+            vals = list(rs.values())
+            if not vals:
+                continue
+            n = len(vals)
+            fit = sum(r["fit_s"] for r in vals) / n
+            back = sum(r["feature_ms_per_image"] for r in vals) / n
+            headms = sum(r["head_ms_per_image"] for r in vals) / n
+            mb = sum(r["model_mb"] for r in vals) / n
+            lines.append(
+                f"| {name}{flag} | {m} | " + " | ".join(cells) + f" | {fit:.1f} | {back:.0f} + {headms:.0f} "
+                f"| {mb:.1f} |"
+            )
+        if pros:
+            summary.append((min(pros), sum(pros) / len(pros), min(pix), sum(pix) / len(pix), name, len(pros)))
+    lines += [
+        "",
+        "| features | worst PRO | mean PRO | worst pixel AUROC | mean pixel AUROC | results |",
+        "|---|---|---|---|---|---|",
+    ]
+    for worst, mean, wpix, mpix, name, n in sorted(summary, reverse=True):
+        lines.append(f"| {name} | {worst:.3f} | {mean:.3f} | {wpix:.3f} | {mpix:.3f} | {n} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", nargs="?", default=os.environ.get("SOMAD_DATA"))
+    parser.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS)
+    parser.add_argument("--max-train", type=int, default=200)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache", default=str(ROOT / "runs" / "bench-backbones"))
+    parser.add_argument("--json", help="write every configuration's report here")
+    parser.add_argument("--table-only", action="store_true", help="print the table of the stored --json")
+    args = parser.parse_args()
+    reports: dict[str, dict] = {}
+    if args.json and Path(args.json).is_file():
+        reports = json.loads(Path(args.json).read_text())
+    if not args.table_only:
+        if not args.data:
+            parser.error("give the data root or set SOMAD_DATA")
+        for text in args.configs:
+            reports[text] = run_config(args.data, parse_config(text), args)
+            if args.json:
+                tmp = Path(args.json + ".tmp")
+                tmp.write_text(json.dumps(reports, indent=1, default=str))
+                tmp.replace(args.json)
+            print(f"done: {text}", file=sys.stderr, flush=True)
+    print(table(reports))
+
+
+if __name__ == "__main__":
+    main()
