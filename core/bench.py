@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from core import metrics
+from core.bundled_weights import describe_origin
 from core.config import SomadConfig
 from core.errors import ConfigError, DataError
 from core.feature_cache import ExtractedFeatures, FeatureCache, raise_if_empty, write_atomically
@@ -362,7 +363,7 @@ def _setup_line(report: Mapping[str, Any]) -> str:
     weights = (
         "RANDOM-INIT weights (untrained: not comparable with pretrained figures)"
         if report["random_init"]
-        else str(report.get("weights_origin") or "pretrained")
+        else describe_origin(str(report.get("weights_origin") or "pretrained"))
     )
     layers = ",".join(map(str, f["layers"]))
     return (

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.bundled_weights import BUNDLED_PACKAGES, describe_origin
 from core.config import SomadConfig
 from core.errors import Cancelled, DataError, SomadError
 
@@ -59,7 +60,12 @@ def _warn(err: SomadError) -> None:
 def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     d = SomadConfig()
     f = parser.add_argument_group("features")
-    f.add_argument("--backbone", default=d.features.backbone, help="timm model name (default: %(default)s)")
+    f.add_argument(
+        "--backbone",
+        default=d.features.backbone,
+        help="timm model name (default: %(default)s; ImageNet weights installed for "
+        f"{', '.join(BUNDLED_PACKAGES)}, others from timm's hub)",
+    )
     f.add_argument(
         "--layers",
         default=",".join(map(str, d.features.layers)),
@@ -177,6 +183,7 @@ def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())
     what = "" if args.method == "somad" else f"{model.label} on "
     print(f"fitted {what}{summary['n_images']} images of {dataset.name!r} ({seconds}); wrote {out}")
+    print(f"weights: {describe_origin(model.weights_origin)}")
     if model.random_init:
         print(f"note: {RANDOM_INIT_NOTE}")
     return 0
@@ -298,7 +305,8 @@ def cmd_eval(args: argparse.Namespace, progress: TerminalProgress) -> int:
         model.save(args.model)
         print(f"stored thresholds {model.thresholds} in {args.model}")
     if args.json:
-        Path(args.json).write_text(json.dumps(eval_json(reports, model.random_init), indent=2))
+        report = eval_json(reports, model.random_init, model.weights_origin)
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 
@@ -307,13 +315,14 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def eval_json(reports: dict, random_init: bool) -> dict:
+def eval_json(reports: dict, random_init: bool, weights_origin: str | None = None) -> dict:
     """The ``--json`` report: means over categories at the top, then each category."""
     return {
         "image_auroc": _mean([r.image_auroc for r in reports.values()]),
         "pixel_auroc": _mean([r.pixel_auroc for r in reports.values()]),
         "pro": _mean([r.pro for r in reports.values()]),
         "random_init": random_init,
+        "weights_origin": weights_origin,
         "categories": {name: r.to_dict() for name, r in reports.items()},
     }
 
