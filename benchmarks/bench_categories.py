@@ -2,7 +2,7 @@
 
 Each (category, setting) runs in a subprocess of its own so its peak RSS is its own.
 
-    python benchmarks/bench_categories.py ../shared/data --random-init [--backbone resnet18] [--dims 100,200,550]
+    python benchmarks/bench_categories.py ../shared/data [--backbone wide_resnet50_2 --random-init] [--dims 64,100,176]
 
 The data root defaults to $SOMAD_DATA. Backbones with random weights are flagged in the table.
 """
@@ -83,10 +83,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("root", nargs="?", default=os.environ.get("SOMAD_DATA"))
-    parser.add_argument("--backbone", default="wide_resnet50_2")
-    parser.add_argument("--dims", default="200", help="comma-separated channel counts")
-    parser.add_argument("--som-size", type=int, default=56)
-    parser.add_argument("--epochs", type=int, default=10)
+    from core.config import SomadConfig
+
+    d = SomadConfig()
+    parser.add_argument("--backbone", default=d.features.backbone)
+    parser.add_argument("--dims", default=str(d.features.dims), help="comma-separated channel counts")
+    parser.add_argument("--som-size", type=int, default=d.som.rows)
+    parser.add_argument("--epochs", type=int, default=d.som.epochs)
     parser.add_argument("--shrinkage", type=float, default=core_default("shrinkage"))
     parser.add_argument("--random-init", action="store_true")
     parser.add_argument("--zero-init-last", action="store_true")

@@ -1,7 +1,7 @@
 """How responsive the window stays while a fit runs in its worker, per method; prints a Markdown table.
 
-A 20 ms timer beats on the GUI thread during each fit on the demo set and the scoring run that follows it (40 images of 128 px, ResNet-18 with
-random weights); the largest gap between beats is how long the window could not react. Offscreen, with private
+A 20 ms timer beats on the GUI thread during each fit on the demo set and the scoring run that follows it (40 images
+of 128 px, the demo configuration ``core.DEMO_CONFIG``); the largest gap between beats is how long the window could not react. Offscreen, with private
 settings, so it runs anywhere:
 
     python benchmarks/bench_gui_responsiveness.py [--methods somad,padim,patchcore,ocsvm,kde]
