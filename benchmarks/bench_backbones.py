@@ -4,7 +4,8 @@ PatchCore on every category of a data root. Prints one Markdown table.
     python benchmarks/bench_backbones.py ../shared/data [--configs lite0:1,2,3:224 ...] [--max-train 200]
 
 A configuration is ``BACKBONE:LAYERS:SIZE`` (``lite0`` short for ``tf_efficientnet_lite0``; a trailing ``:random``
-uses a random-init backbone, flagged in the table). Every configuration goes through ``somad bench``'s runner
+uses a random-init backbone, flagged in the table; ``:imagenet-norm`` normalises inputs with ImageNet statistics
+instead of those the backbone was trained with, an ablation that runs last, in a cache of its own). Every configuration goes through ``somad bench``'s runner
 (:func:`core.bench.run_bench`), so the three methods see the same cached features and an interrupted run resumes
 from ``--cache``. Per configuration, category and method: image AUROC / pixel AUROC / PRO, fit seconds on cached
 features, backbone and head milliseconds per test image, and the model file's size. The summary ranks
@@ -48,7 +49,8 @@ def parse_config(text: str) -> dict:
         "backbone": backbone,
         "layers": tuple(int(x) for x in parts[1].split(",")),
         "image_size": int(parts[2]),
-        "random_init": len(parts) > 3 and parts[3] == "random",
+        "random_init": "random" in parts[3:],
+        "imagenet_norm": "imagenet-norm" in parts[3:],
     }
 
 
@@ -69,7 +71,14 @@ def run_config(root: str, spec: dict, args) -> dict:
         max_train=args.max_train,
         device=args.device,
     )
-    return run_bench(root, config, METHODS, cache_folder=args.cache, log=lambda t: print(t, file=sys.stderr))
+    cache = args.cache
+    if spec["imagenet_norm"]:  # an ablation: ImageNet statistics whatever the backbone was trained with
+        import core.features
+
+        stats = (core.features.IMAGENET_MEAN, core.features.IMAGENET_STD)
+        core.features.normalisation = lambda backbone: stats
+        cache = str(Path(args.cache) / "imagenet-norm")  # the cache key does not see the normalisation
+    return run_bench(root, config, METHODS, cache_folder=cache, log=lambda t: print(t, file=sys.stderr))
 
 
 def table(reports: dict[str, dict]) -> str:
