@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-BACKBONES = (
+BACKBONES = (  # the EfficientNet-Lites first: their ImageNet weights install with the program
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
     "wide_resnet50_2",
     "resnet18",
     "resnet34",
@@ -37,7 +40,8 @@ OPTIONS: tuple[Option, ...] = (
         "Backbone",
         "backbone",
         "timm model name of the feature extractor (any timm CNN with features_only support).\n"
-        "The paper uses wide_resnet50_2; resnet18 is much faster on a CPU.",
+        "tf_efficientnet_lite0/1/2 come with ImageNet weights; others download theirs from timm's hub\n"
+        "(the paper uses wide_resnet50_2).",
         "Features",
     ),
     Option(
@@ -83,16 +87,16 @@ OPTIONS: tuple[Option, ...] = (
         "features.weights",
         "Weights file",
         "file",
-        "Backbone weights to load from a local file (for offline machines). Empty: timm's pretrained\n"
-        "weights (downloaded once) unless random init is ticked.",
+        "Backbone weights to load from a local file. Empty: the bundled ImageNet weights for the\n"
+        "EfficientNet-Lites, timm's pretrained weights (downloaded once) for others, unless random init is ticked.",
         "Features",
     ),
     Option(
         "features.random_init",
         "Random init",
         "bool",
-        "Use a randomly initialised backbone (no pretrained weights). Works offline and shows the\n"
-        "pipeline end to end, but scores are far from the paper's; the window title says so.",
+        "Use a randomly initialised backbone (no pretrained weights): shows the pipeline end to end,\n"
+        "but its scores are far below real features'; the window title says so.",
         "Features",
     ),
     Option(

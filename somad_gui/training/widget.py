@@ -86,22 +86,25 @@ class TrainingPanel(QtWidgets.QWidget):
         form_layout = QtWidgets.QVBoxLayout(form_host)
         form_layout.setContentsMargins(0, 0, 0, 0)
         preset_row = QtWidgets.QHBoxLayout()
-        self.paper_button = QtWidgets.QPushButton("Paper defaults")
-        self.paper_button.setToolTip(
-            "The paper's options: Wide-ResNet50-2 (pretrained), 224 px, 200 dims, 56×56 SOM, k = 4, σ = 4"
+        d = core.SomadConfig()
+        self.defaults_button = QtWidgets.QPushButton("Defaults")
+        self.defaults_button.setToolTip(
+            f"The defaults: {d.features.backbone} on its bundled ImageNet weights (no download), layers "
+            f"{', '.join(map(str, d.features.layers))}, {d.features.image_size} px, {d.som.rows}×{d.som.cols} SOM, "
+            f"k = {d.scoring.k}, σ = {d.scoring.sigma:g}"
         )
-        self.paper_button.clicked.connect(lambda: self.set_config(core.SomadConfig()))
+        self.defaults_button.clicked.connect(lambda: self.set_config(core.SomadConfig()))
         self.demo_button = QtWidgets.QPushButton("Fast demo")
         self.demo_button.setToolTip(
-            "Small and offline: ResNet-18 with random weights, 128 px, 64 dims, 16×16 SOM (well under a minute "
-            "on a CPU)"
+            "Small and offline: the default backbone on its bundled ImageNet weights, 128 px, 64 dims, 16×16 SOM "
+            "(well under a minute on a CPU)"
         )
         self.demo_button.clicked.connect(lambda: self.set_config(core.DEMO_CONFIG))
         self.model_button = QtWidgets.QPushButton("Model's")
         self.model_button.setToolTip("The method, options and settings of the current model, to fit it again")
         self.model_button.clicked.connect(self.use_model_settings)
         preset_row.addWidget(QtWidgets.QLabel("Presets"))
-        preset_row.addWidget(self.paper_button)
+        preset_row.addWidget(self.defaults_button)
         preset_row.addWidget(self.demo_button)
         preset_row.addWidget(self.model_button)
         preset_row.addStretch(1)
