@@ -21,6 +21,16 @@ from core.api import (
 )
 from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
 from core.data import Dataset, Sample, find_categories, load_images, open_dataset, read_image, read_mask
+from core.decision import (
+    FALSE_REJECT_RATE,
+    defect_area,
+    defect_mask,
+    false_reject_threshold,
+    is_ng,
+    starting_threshold,
+    threshold_to_use,
+    verdict,
+)
 from core.demo import make_demo_dataset
 from core.devices import available_devices, resolve_device
 from core.errors import (
@@ -41,6 +51,7 @@ from core.results import CategoryReport, ImageRecord, ImageResult
 
 __all__ = [
     "DEMO_CONFIG",
+    "FALSE_REJECT_RATE",
     "METHODS",
     "Cancelled",
     "CategoryReport",
@@ -63,13 +74,17 @@ __all__ = [
     "StatisticsConfig",
     "WeightsError",
     "available_devices",
+    "defect_area",
+    "defect_mask",
     "describe_model",
     "estimate_memory",
     "evaluate",
     "extract_features",
+    "false_reject_threshold",
     "find_categories",
     "fit",
     "fit_method",
+    "is_ng",
     "load_any_model",
     "load_images",
     "load_model",
@@ -82,5 +97,8 @@ __all__ = [
     "read_mask",
     "resolve_device",
     "score_paths",
+    "starting_threshold",
     "store_thresholds",
+    "threshold_to_use",
+    "verdict",
 ]

@@ -18,11 +18,12 @@ import torch
 from core import metrics
 from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig
 from core.data import Dataset, Sample, load_images, read_mask
+from core.decision import FALSE_REJECT_RATE, false_reject_threshold
 from core.devices import resolve_device
 from core.errors import DataError, ResourceError
 from core.features import FeatureExtractor, configure_threads
 from core.maps import patch_scores_to_maps
-from core.model import FALSE_REJECT_RATE, SomadModel, finish_training, fit_som_and_nodes
+from core.model import SomadModel, finish_training, fit_som_and_nodes
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import CategoryReport, ImageRecord, ImageResult
 
@@ -334,6 +335,4 @@ def store_thresholds(model: SomadModel, report: CategoryReport) -> None:
     if report.best_f1_threshold is not None:
         model.thresholds["best_f1"] = report.best_f1_threshold
     if report.good_scores:
-        model.thresholds["false_reject_1pct"] = metrics.threshold_for_false_reject_rate(
-            np.asarray(report.good_scores), FALSE_REJECT_RATE
-        )
+        model.thresholds["false_reject_1pct"] = false_reject_threshold(report.good_scores, FALSE_REJECT_RATE)

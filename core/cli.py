@@ -18,6 +18,7 @@ import numpy as np
 
 from core.bundled_weights import BUNDLED_PACKAGES, describe_origin
 from core.config import SomadConfig
+from core.decision import defect_area, threshold_to_use, verdict
 from core.errors import Cancelled, DataError, SomadError
 
 RANDOM_INIT_NOTE = (
@@ -189,14 +190,6 @@ def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
     return 0
 
 
-def _threshold(model, value: float | None) -> float:
-    if value is not None:
-        return value
-    if model.threshold is None:
-        raise SomadError("the model holds no threshold: pass --threshold")
-    return model.threshold
-
-
 def _image_paths(inputs: Sequence[str]) -> list[Path]:
     from core.data import IMAGE_SUFFIXES
 
@@ -226,7 +219,7 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
     from core.model_file import load_any_model
 
     model = load_any_model(args.model, device=args.device)
-    threshold = _threshold(model, args.threshold)
+    threshold = threshold_to_use(model.thresholds, args.threshold, hint="pass --threshold")
     paths = _image_paths(args.paths)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,18 +238,18 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
         while stem in used:
             stem = f"{path.parent.name}_{stem}"
         used.add(stem)
-        verdict = "NG" if result.score >= threshold else "OK"
+        verdict_text = verdict(result.score, threshold)
         if result.anomaly_map is None:  # image-level detector: a score, no map
-            rows.append([str(path), f"{result.score:.6g}", verdict, f"{threshold:.6g}", "", args.model])
+            rows.append([str(path), f"{result.score:.6g}", verdict_text, f"{threshold:.6g}", "", args.model])
             continue
         image = read_image(path)
         heat = render.heatmap_rgb(result.anomaly_map, vmin, vmax)
-        caption = f"{verdict}  score {result.score:.2f}  threshold {threshold:.2f}"
+        caption = f"{verdict_text}  score {result.score:.2f}  threshold {threshold:.2f}"
         overlay = render.annotate(image, result.anomaly_map, threshold, vmin=vmin, vmax=vmax, caption=caption)
         cv2.imwrite(str(out / f"{stem}_heatmap.png"), cv2.cvtColor(heat, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-        area = int(np.count_nonzero(result.anomaly_map >= threshold))
-        rows.append([str(path), f"{result.score:.6g}", verdict, f"{threshold:.6g}", area, args.model])
+        area = defect_area(result.anomaly_map, threshold)
+        rows.append([str(path), f"{result.score:.6g}", verdict_text, f"{threshold:.6g}", area, args.model])
     with open(out / "scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "score", "verdict", "threshold", "defect_area_px", "model"])

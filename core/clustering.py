@@ -35,6 +35,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from core.data import GOOD, IMAGE_SUFFIXES, UNLABELLED, is_mvtec_category, load_images
+from core.decision import defect_mask, is_ng, threshold_to_use
 from core.errors import ConfigError, DataError
 from core.maps import image_score, patch_scores_to_maps, smooth
 from core.progress import CancelCheck, Monitor, ProgressCallback
@@ -362,7 +363,7 @@ def assign_with_good_group(
     x = np.asarray(descriptors, np.float64)
     s = np.asarray(scores, np.float64)
     labels = np.full(x.shape[0], GOOD_LABEL, np.int64)
-    defective = s >= threshold
+    defective = is_ng(s, threshold)
     if defective.any():
         labels[defective] = cluster_descriptors(x[defective], n, start=1, **kwargs)
     return labels
@@ -660,11 +661,7 @@ def _extract(model, items: Sequence, monitor: Monitor, *, score: bool, reference
 
 
 def _model_threshold(model, threshold: float | None) -> float:
-    if threshold is not None:
-        return float(threshold)
-    if model.threshold is None:
-        raise ConfigError("the model holds no threshold: pass one")
-    return float(model.threshold)
+    return threshold_to_use(model.thresholds, threshold, hint="pass one")
 
 
 @dataclass
@@ -898,7 +895,7 @@ def thumbnail(
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     if anomaly_map is not None and threshold is not None and np.isfinite(threshold):
         m = cv2.resize(np.asarray(anomaly_map, np.float32), size, interpolation=cv2.INTER_LINEAR)
-        small = render.draw_contours(small, render.defect_mask(m, threshold), render.PREDICTED_COLOUR, 1)
+        small = render.draw_contours(small, defect_mask(m, threshold), render.PREDICTED_COLOUR, 1)
     out = np.full((side, side, 3), 32, np.uint8)
     y0, x0 = (side - size[1]) // 2, (side - size[0]) // 2
     out[y0 : y0 + size[1], x0 : x0 + size[0]] = small

@@ -13,26 +13,14 @@ import numpy as np
 import torch
 
 from core.config import SomadConfig
+from core.decision import FALSE_REJECT_RATE, false_reject_threshold, preferred_threshold
 from core.devices import device_name, resolve_device
 from core.features import FeatureExtractor
 from core.gaussian import NodeGaussians, fit_node_gaussians, mahalanobis_to_nodes
 from core.maps import image_score, patch_scores_to_maps
-from core.metrics import threshold_for_false_reject_rate
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import ImageResult
 from core.som import BatchSOM, train_som, umatrix
-
-#: Stored thresholds in order of preference: best F1 where labels were seen, then false-reject presets.
-THRESHOLD_PREFERENCE = ("best_f1", "false_reject_1pct", "train_false_reject_1pct")
-
-
-#: The share of good images the stored ``*_false_reject_1pct`` thresholds reject.
-FALSE_REJECT_RATE = 0.01
-
-
-def preferred_threshold(thresholds: dict[str, float]) -> float | None:
-    """The first stored threshold of :data:`THRESHOLD_PREFERENCE`, or ``None``."""
-    return next((thresholds[key] for key in THRESHOLD_PREFERENCE if key in thresholds), None)
 
 
 def finish_training(
@@ -41,9 +29,7 @@ def finish_training(
     """Store what every fitted model of any method keeps from its training run: the threshold rejecting
     :data:`FALSE_REJECT_RATE` of the training images' own scores, and the training summary (``summary``
     plus the score range, the seconds of each stage and where it ran)."""
-    model.thresholds["train_false_reject_1pct"] = threshold_for_false_reject_rate(
-        train_scores, FALSE_REJECT_RATE
-    )
+    model.thresholds["train_false_reject_1pct"] = false_reject_threshold(train_scores, FALSE_REJECT_RATE)
     model.training_summary = {
         **summary,
         "train_score_mean": float(np.mean(train_scores)),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from core.decision import defect_mask
+
 COLORMAPS = {
     "jet": cv2.COLORMAP_JET,
     "inferno": cv2.COLORMAP_INFERNO,
@@ -27,11 +29,6 @@ def heatmap_rgb(anomaly_map: np.ndarray, vmin: float, vmax: float, colormap: str
     grey = (scaled * 255.0 + 0.5).astype(np.uint8)
     bgr = cv2.applyColorMap(grey, COLORMAPS.get(colormap, cv2.COLORMAP_JET))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def defect_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
-    """Pixels predicted defective: the map reaches the threshold (the verdict's rule, pixel by pixel)."""
-    return np.asarray(anomaly_map) >= threshold
 
 
 def contours_of(mask: np.ndarray) -> list[np.ndarray]:

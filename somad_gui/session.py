@@ -22,7 +22,6 @@ from somad_gui.store import ResultStore
 from somad_gui.workers import Job, JobRunner
 
 DEMO_MODEL_NAME = "demo_model.somad"
-DEFAULT_FALSE_REJECT_RATE = 0.01
 
 INFO = "info"
 WARNING = "warning"
@@ -323,27 +322,15 @@ class Session(QtCore.QObject):
         comes first; then 1 % false rejects on this dataset's good test images; then the model's threshold
         from its training images; then best F1; else the highest score.
         """
-        thresholds = dict(getattr(self.model, "thresholds", {}) or {})
-        for key in ("best_f1", "false_reject_1pct"):
-            value = thresholds.get(key)
-            if value is not None and np.isfinite(value):
-                return float(value)
-        value = self.false_reject_threshold(DEFAULT_FALSE_REJECT_RATE)
-        if value is not None:
-            return value
-        for value in thresholds.values():
-            if value is not None and np.isfinite(value):
-                return float(value)
-        if self.metrics.best_f1_threshold is not None:
-            return self.metrics.best_f1_threshold
-        scores = self.store.scores[self.store.scored]
-        return float(np.max(scores)) if scores.size else 0.0
+        return core.starting_threshold(
+            dict(getattr(self.model, "thresholds", {}) or {}),
+            self.store.good_scores(),
+            self.metrics.best_f1_threshold,
+            self.store.scores[self.store.scored],
+        )
 
     def false_reject_threshold(self, rate: float) -> float | None:
-        good = self.store.good_scores()
-        if good.size == 0:
-            return None
-        return float(core.metrics.threshold_for_false_reject_rate(good, rate))
+        return core.false_reject_threshold(self.store.good_scores(), rate)
 
     def best_f1_threshold(self) -> float | None:
         return self.metrics.best_f1_threshold

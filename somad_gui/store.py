@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+import core
+
 # Anomaly maps are kept at most this many pixels on their long side; larger images get a reduced map, restored
 # to the image's own size (bilinear) when a view or an export needs it. Maps are smooth (Gaussian sigma of
 # several pixels), so nothing visible is lost and 1024 px datasets stay within memory.
@@ -23,11 +25,6 @@ MAX_MAP_SIDE = 512
 UNSCORED = -1
 OK = 0
 NG = 1
-
-
-def is_ng(scores: np.ndarray | float, threshold: float) -> np.ndarray | bool:
-    """The one verdict rule of the window: an image is NG when its score reaches the threshold."""
-    return np.asarray(scores) >= threshold
 
 
 @dataclass(frozen=True)
@@ -200,7 +197,7 @@ class ResultStore:
         scored = self.scored
         self.verdicts[:] = UNSCORED
         if not math.isnan(self.threshold):
-            self.verdicts[scored] = is_ng(self.scores[scored], self.threshold).astype(np.int8)
+            self.verdicts[scored] = core.is_ng(self.scores[scored], self.threshold).astype(np.int8)
 
     # -- summaries -------------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

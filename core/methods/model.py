@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from core.config import SomadConfig
+from core.decision import preferred_threshold
 from core.devices import resolve_device
 from core.errors import ConfigError, DataError, ModelFileError
 from core.features import FeatureExtractor, configure_threads
 from core.maps import image_score, patch_scores_to_maps
 from core.methods.base import Detector, FeatureSet
-from core.model import finish_training, preferred_threshold
+from core.model import finish_training
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import ImageResult
 

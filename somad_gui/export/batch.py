@@ -17,11 +17,9 @@ import numpy as np
 import core
 from somad_gui.export.render import (
     RenderStyle,
-    defect_area,
     fit_map,
     render_annotated,
     render_four_panel,
-    verdict_of,
     write_png,
 )
 from somad_gui.store import Entry, StoredResult
@@ -141,9 +139,9 @@ def export_batch(
             {
                 "file": str(entry.path),
                 "score": f"{result.score:.6g}",
-                "verdict": verdict_of(result.score, threshold),
+                "verdict": core.verdict(result.score, threshold),
                 "threshold": f"{threshold:.6g}",
-                "defect_area_px": "" if amap is None else defect_area(amap, threshold),
+                "defect_area_px": "" if amap is None else core.defect_area(amap, threshold),
                 "model_file": model_file,
                 "defect_type": entry.defect_type,
                 "png": str(item.target),

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+import core
 from somad_gui.app import GROUND_TRUTH_RGB, NG_RGB, OK_RGB, PREDICTED_RGB
-from somad_gui.store import is_ng
 from somad_gui.viewer import overlay
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -48,17 +48,6 @@ def fit_map(anomaly_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if amap.shape[:2] != (h, w):
         amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
     return amap
-
-
-def defect_area(anomaly_map: np.ndarray | None, threshold: float) -> int | None:
-    """Pixels predicted defective at ``threshold`` (pass the map at the image's own size); None without a map."""
-    if anomaly_map is None:
-        return None
-    return int(np.count_nonzero(overlay.defect_mask(anomaly_map, threshold)))
-
-
-def verdict_of(score: float, threshold: float) -> str:
-    return "NG" if bool(is_ng(score, threshold)) else "OK"
 
 
 def draw_outline(canvas: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int], width: int) -> None:
@@ -117,10 +106,10 @@ def render_annotated(
     if gt_mask is not None and style.ground_truth:
         draw_outline(out, np.asarray(gt_mask, dtype=bool), GROUND_TRUTH_RGB, width)
     if amap is not None and style.contours and math.isfinite(threshold):
-        draw_outline(out, overlay.defect_mask(amap, threshold), PREDICTED_RGB, width)
+        draw_outline(out, core.defect_mask(amap, threshold), PREDICTED_RGB, width)
     if banner and (amap is not None or score is not None) and math.isfinite(threshold):
         s = float(np.max(amap)) if score is None else float(score)
-        verdict = verdict_of(s, threshold)
+        verdict = core.verdict(s, threshold)
         draw_banner(
             out,
             [f"{verdict}  score {s:.3f}", f"threshold {threshold:.3f}"],
@@ -171,7 +160,7 @@ def render_four_panel(
     if gt_mask is not None and style.ground_truth:
         draw_outline(cont, np.asarray(gt_mask, dtype=bool), GROUND_TRUTH_RGB, width)
     if amap is not None and math.isfinite(threshold):
-        draw_outline(cont, overlay.defect_mask(amap, threshold), PREDICTED_RGB, width)
+        draw_outline(cont, core.defect_mask(amap, threshold), PREDICTED_RGB, width)
     strip = max(18, h // 12)
     gt_title = "Ground truth" if gt_mask is not None else "Ground truth: none"
     cont_title = f"Contours at {threshold:.3f}" if math.isfinite(threshold) else "Contours"
@@ -187,7 +176,7 @@ def render_four_panel(
     grid = np.concatenate([top, np.full((gap, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
     if (amap is not None or score is not None) and math.isfinite(threshold):
         s = float(np.max(amap)) if score is None else float(score)
-        verdict = verdict_of(s, threshold)
+        verdict = core.verdict(s, threshold)
         title = (f"{title}  " if title else "") + f"{verdict}  score {s:.3f}  threshold {threshold:.3f}"
     if title:
         grid = _titled(grid, title, strip)

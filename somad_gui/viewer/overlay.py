@@ -10,7 +10,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from core.render import blend, defect_mask
+from core import defect_mask
+from core.render import blend
 
 COLORMAPS = ("inferno", "magma", "plasma", "viridis", "turbo", "cividis")
 DEFAULT_COLORMAP = "inferno"

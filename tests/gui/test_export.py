@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
+from core import defect_area
 from somad_gui.app import GROUND_TRUTH_RGB, NG_RGB, PREDICTED_RGB
 from somad_gui.export import batch
 from somad_gui.export.controller import ALL, NG_ONLY, SELECTED
-from somad_gui.export.render import RenderStyle, defect_area, render_annotated, render_four_panel
+from somad_gui.export.render import RenderStyle, render_annotated, render_four_panel
 from somad_gui.store import Entry
 from somad_gui.viewer import overlay
 
