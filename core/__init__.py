@@ -19,6 +19,7 @@ from core.api import (
     score_paths,
     store_thresholds,
 )
+from core.atomic import write_atomically, write_bytes_atomically, write_text_atomically
 from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
 from core.data import Dataset, Sample, find_categories, load_images, open_dataset, read_image, read_mask
 from core.decision import (
@@ -101,4 +102,7 @@ __all__ = [
     "store_thresholds",
     "threshold_to_use",
     "verdict",
+    "write_atomically",
+    "write_bytes_atomically",
+    "write_text_atomically",
 ]

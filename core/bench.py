@@ -38,10 +38,11 @@ import numpy as np
 import torch
 
 from core import metrics
+from core.atomic import write_text_atomically
 from core.bundled_weights import describe_origin
 from core.config import SomadConfig
 from core.errors import ConfigError, DataError
-from core.feature_cache import ExtractedFeatures, FeatureCache, raise_if_empty, write_atomically
+from core.feature_cache import ExtractedFeatures, FeatureCache, raise_if_empty
 from core.methods import METHODS, FeatureSet, MethodModel, create_detector
 from core.progress import Monitor, ProgressCallback
 
@@ -121,7 +122,7 @@ def _write_results(path: Path | None, results: Mapping[str, Any]) -> None:
     if path is None:
         return
     text = json.dumps({"format": RESULTS_FORMAT, "results": results}, indent=1)
-    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomically(path, text)
 
 
 def result_key(method: str, options: Mapping, config: SomadConfig, feature_keys: Sequence[str]) -> str:
@@ -518,7 +519,7 @@ def cmd_bench(args: argparse.Namespace, progress) -> int:
     if report["random_init"]:
         print(f"note: {RANDOM_INIT_NOTE}")
     if args.json:
-        Path(args.json).expanduser().write_text(json.dumps(report, indent=2))
+        write_text_atomically(Path(args.json).expanduser(), json.dumps(report, indent=2))
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import write_atomically, write_text_atomically
 from core.bundled_weights import BUNDLED_PACKAGES, describe_origin
 from core.config import SomadConfig
 from core.decision import defect_area, threshold_to_use, verdict
@@ -250,10 +251,14 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
         cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         area = defect_area(result.anomaly_map, threshold)
         rows.append([str(path), f"{result.score:.6g}", verdict_text, f"{threshold:.6g}", area, args.model])
-    with open(out / "scores.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "score", "verdict", "threshold", "defect_area_px", "model"])
-        writer.writerows(rows)
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "score", "verdict", "threshold", "defect_area_px", "model"])
+            writer.writerows(rows)
+
+    write_atomically(out / "scores.csv", write_csv)
     n_ng = sum(r[2] == "NG" for r in rows)
     print(
         f"scored {len(scores)} images ({n_ng} NG, {len(errors)} unreadable) at threshold {threshold:.4g}; wrote {out}"
@@ -299,7 +304,7 @@ def cmd_eval(args: argparse.Namespace, progress: TerminalProgress) -> int:
         print(f"stored thresholds {model.thresholds} in {args.model}")
     if args.json:
         report = eval_json(reports, model.random_init, model.weights_origin)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_text_atomically(args.json, json.dumps(report, indent=2))
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 
+from core.atomic import write_atomically, write_text_atomically
 from core.errors import ConfigError, DataError
 
 CSV_NAME = "clusters.csv"
@@ -165,7 +166,7 @@ def cmd_cluster(args: argparse.Namespace, progress) -> int:
             "blind": args.blind,
             "random_init": model.random_init,
         }
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_text_atomically(args.json, json.dumps(report, indent=2))
     return 0
 
 
@@ -175,21 +176,25 @@ def write_outputs(result, out: Path, root: Path, *, thumb: int = 128) -> Path:
     from core.data import read_image
 
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / CSV_NAME, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "cluster", "cluster_name", "score", "defect_type"])
-        for i, path in enumerate(result.paths):
-            label = int(result.labels[i])
-            truth = result.defect_types[i] if result.defect_types is not None else ""
-            writer.writerow(
-                [
-                    "" if path is None else str(path),
-                    label,
-                    cluster_name(label),
-                    f"{result.scores[i]:.6g}",
-                    truth,
-                ]
-            )
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "cluster", "cluster_name", "score", "defect_type"])
+            for i, path in enumerate(result.paths):
+                label = int(result.labels[i])
+                truth = result.defect_types[i] if result.defect_types is not None else ""
+                writer.writerow(
+                    [
+                        "" if path is None else str(path),
+                        label,
+                        cluster_name(label),
+                        f"{result.scores[i]:.6g}",
+                        truth,
+                    ]
+                )
+
+    write_atomically(out / CSV_NAME, write_csv)
     for label, members in result.members().items():
         thumbs, captions = [], []
         for i in members:

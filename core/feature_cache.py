@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.atomic import write_atomically
 from core.config import FeatureConfig
 from core.data import load_images
 from core.errors import DataError
@@ -222,23 +221,6 @@ def cache_key(
         "files": [file_fingerprint(p, content_hash) for p in paths],
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write(temporary_path)``, flush it to disk, then rename it onto ``path`` (same folder)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # like any other output, not mkstemp's private 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class FeatureCache:

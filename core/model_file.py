@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_bytes
 
+from core.atomic import write_bytes_atomically
 from core.config import SomadConfig
 from core.errors import ConfigError, ModelFileError
 
@@ -51,25 +50,7 @@ def write_model_file(path: str | Path, tensors: dict[str, torch.Tensor], metadat
         "format_version": FORMAT_VERSION,
         "sha256": tensor_digest(tensors),
     }
-    payload = save_bytes(tensors, metadata={METADATA_KEY: json.dumps(header)})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_bytes_atomically(path, save_bytes(tensors, metadata={METADATA_KEY: json.dumps(header)}))
 
 
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import core.atomic as atomic
 import core.model_file as model_file
 from core.config import SomadConfig
 from core.demo import demo_arrays
@@ -128,7 +129,7 @@ def test_failed_replace_keeps_the_old_file(fitted, saved, tmp_path, monkeypatch)
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(model_file.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     changed = dataclasses.replace(fitted, thresholds={"best_f1": 123.0})
     with pytest.raises(OSError):
         changed.save(path)

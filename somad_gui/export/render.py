@@ -190,7 +190,4 @@ def write_png(path: str | Path, rgb: np.ndarray) -> Path:
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data.tobytes())
-    tmp.replace(path)
-    return path
+    return core.write_bytes_atomically(path, data.tobytes())
