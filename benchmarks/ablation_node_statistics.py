@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core
 from core import metrics
-from core.api import extract_features
+from core.extraction import extract_features
 from core.features import FeatureExtractor, configure_threads
 from core.gaussian import NodeGaussians, fit_node_gaussians
 from core.maps import patch_scores_to_maps
-from core.model import SomadModel
+from core.methods.somad import SomadDetector
 from core.progress import Monitor
 from core.som import train_som
 
@@ -105,10 +105,11 @@ def main() -> None:
     for variant in ("consistent", "weight-centred", "mixed-centres", "phantom-nodes"):
         t0 = time.perf_counter()
         gaussians = variant_gaussians(patches, assign, som.weights, args.lam, variant)
-        model = SomadModel(config, "random-init", extractor.layout.channel_indices, som.weights, gaussians)
+        detector = SomadDetector(config)
+        detector.som_weights, detector.gaussians, detector.fitted = som.weights, gaussians, True
         maps = []
         for start in range(0, test.shape[0], 8):
-            scores, _, _ = model.score_features(test[start : start + 8].permute(0, 3, 1, 2))
+            scores, _, _ = detector.score_with_nodes(test[start : start + 8])
             maps += patch_scores_to_maps(
                 scores, config.features.image_size, config.scoring.sigma, shapes[start : start + 8]
             )

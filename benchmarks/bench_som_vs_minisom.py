@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core
-from core.api import extract_features
 from core.config import FeatureConfig, SomConfig
+from core.extraction import extract_features
 from core.features import FeatureExtractor
 from core.progress import Monitor
 from core.som import BatchSOM, MiniSomBackend

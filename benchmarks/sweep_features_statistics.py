@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core
 from core import metrics
-from core.api import extract_features
 from core.config import FeatureConfig, SomadConfig
+from core.extraction import extract_features
 from core.features import FeatureExtractor, configure_threads, draw_channel_indices
 from core.gaussian import fit_node_gaussians
 from core.maps import patch_scores_to_maps
-from core.model import SomadModel
+from core.methods.somad import SomadDetector
 from core.progress import Monitor
 from core.som import BatchSOM
 
@@ -89,10 +89,11 @@ def run(
         gaussians = fit_node_gaussians(
             patches, assign, grid.n_nodes, grid.weights, lam, shrink, torch.device("cpu")
         )
-        model = SomadModel(config, "random-init", keep.numpy(), grid.weights, gaussians)
+        detector = SomadDetector(config)
+        detector.som_weights, detector.gaussians, detector.fitted = grid.weights, gaussians, True
         maps = []
         for start in range(0, test.shape[0], 16):
-            scores, _, _ = model.score_features(test[start : start + 16].permute(0, 3, 1, 2))
+            scores, _, _ = detector.score_with_nodes(test[start : start + 16])
             maps += patch_scores_to_maps(scores, 224, config.scoring.sigma, shapes[start : start + 16])
         image_scores = np.array([m.max() for m in maps])
         print(

@@ -4,21 +4,12 @@ Importing this package never imports Qt. Typical use::
 
     import core
     data = core.open_dataset("bottle")
-    model = core.fit(data, core.SomadConfig())
+    model = core.fit(data, core.SomadConfig())            # or core.fit(data, method="patchcore")
     report = core.evaluate(model, data)
     model.save("bottle.somad")
 """
 
 from core import metrics
-from core.api import (
-    DEMO_CONFIG,
-    estimate_memory,
-    evaluate,
-    extract_features,
-    fit,
-    score_paths,
-    store_thresholds,
-)
 from core.atomic import write_atomically, write_bytes_atomically, write_text_atomically
 from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
 from core.data import Dataset, Sample, find_categories, load_images, open_dataset, read_image, read_mask
@@ -32,7 +23,7 @@ from core.decision import (
     threshold_to_use,
     verdict,
 )
-from core.demo import make_demo_dataset
+from core.demo import DEMO_CONFIG, make_demo_dataset
 from core.devices import available_devices, resolve_device
 from core.errors import (
     Cancelled,
@@ -44,11 +35,23 @@ from core.errors import (
     SomadError,
     WeightsError,
 )
+from core.evaluation import evaluate, store_thresholds
+from core.extraction import extract_features
 from core.features import prepare_backbone_library
-from core.methods import METHODS, MethodModel, fit_method
-from core.model import SomadModel
-from core.model_file import describe_model, load_any_model, load_model, model_metadata
+from core.memory import estimate_memory
+from core.methods import METHODS
+from core.model import (
+    FittedModel,
+    MethodModel,
+    SomadModel,
+    load_any_model,
+    load_model,
+    model_metadata,
+    score_paths,
+)
+from core.model_file import describe_model
 from core.results import CategoryReport, ImageRecord, ImageResult
+from core.training import fit, fit_method
 
 __all__ = [
     "DEMO_CONFIG",
@@ -60,6 +63,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "FeatureConfig",
+    "FittedModel",
     "ImageReadError",
     "ImageRecord",
     "ImageResult",

@@ -42,8 +42,10 @@ from core.atomic import write_text_atomically
 from core.bundled_weights import describe_origin
 from core.config import SomadConfig
 from core.errors import ConfigError, DataError
-from core.feature_cache import ExtractedFeatures, FeatureCache, raise_if_empty
-from core.methods import METHODS, FeatureSet, MethodModel, create_detector
+from core.extraction import ExtractedFeatures, FeatureSet, raise_if_empty
+from core.feature_cache import FeatureCache
+from core.methods import METHODS, create_detector
+from core.model import FittedModel
 from core.progress import Monitor, ProgressCallback
 
 RESULTS_NAME = "bench-results.json"
@@ -224,7 +226,7 @@ def run_method(
     if detector.gives_maps and masks is not None:
         pixel_auroc = metrics.pixel_auroc(masks, maps)
         pro = metrics.aupro(masks, maps)
-    model = MethodModel(method, config, detector, train.weights_origin, train.channel_indices, device=device)
+    model = FittedModel(method, config, detector, train.weights_origin, train.channel_indices, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         model_mb = model.save(Path(tmp) / f"{method}.somad").stat().st_size / 2**20
     head_ms = 1000.0 * head_s / max(n, 1)
@@ -262,10 +264,10 @@ def run_bench(
     With ``cache_folder`` features are cached there and finished results stored next to them, so a rerun
     resumes (``resume=False`` recomputes every result; features stay cached).
     """
-    from core.api import _training_paths
     from core.data import find_categories, open_dataset
     from core.devices import device_name, resolve_device
     from core.features import configure_threads
+    from core.training import training_paths
 
     config = config.validate()
     log = log or (lambda text: print(text, file=sys.stderr))
@@ -305,7 +307,7 @@ def run_bench(
         samples = [s for s in dataset.test if s.label >= 0]
         if not samples:
             raise DataError(folder, "no labelled test images (expected test/good and test/<defect>)")
-        train = cache.get(config.features, _training_paths(dataset, config.max_train))
+        train = cache.get(config.features, training_paths(dataset, config.max_train))
         raise_if_empty(train, f"{dataset.name} training")
         test = cache.get(config.features, [s.path for s in samples])
         raise_if_empty(test, f"{dataset.name} test")

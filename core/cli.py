@@ -168,7 +168,7 @@ def method_options_from_args(items: Sequence[str]) -> dict[str, str]:
 
 def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
     from core.data import open_dataset
-    from core.methods import fit_method
+    from core.training import fit
 
     config = config_from_args(args)
     options = method_options_from_args(args.option)
@@ -176,8 +176,14 @@ def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
     if not out.parent.exists():
         raise DataError(out, "output folder does not exist")
     dataset = open_dataset(args.data)
-    model = fit_method(
-        dataset, args.method, config, options, progress=progress, strict=args.strict, on_error=_warn
+    model = fit(
+        dataset,
+        config,
+        method=args.method,
+        options=options,
+        progress=progress,
+        strict=args.strict,
+        on_error=_warn,
     )
     progress.close()
     model.save(out)
@@ -215,9 +221,8 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
     import cv2
 
     from core import render
-    from core.api import score_paths
     from core.data import read_image
-    from core.model_file import load_any_model
+    from core.model import load_any_model, score_paths
 
     model = load_any_model(args.model, device=args.device)
     threshold = threshold_to_use(model.thresholds, args.threshold, hint="pass --threshold")
@@ -273,9 +278,9 @@ def _fmt(value: float | None) -> str:
 
 
 def cmd_eval(args: argparse.Namespace, progress: TerminalProgress) -> int:
-    from core.api import evaluate, store_thresholds
     from core.data import find_categories, open_dataset
-    from core.model_file import load_any_model
+    from core.evaluation import evaluate, store_thresholds
+    from core.model import load_any_model
 
     model = load_any_model(args.model, device=args.device)
     categories = find_categories(args.data)

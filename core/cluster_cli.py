@@ -91,7 +91,7 @@ def cmd_cluster(args: argparse.Namespace, progress) -> int:
     from core.blind import BlindConfig
     from core.clustering import ClusteringConfig, DescriptorConfig, cluster_images, collect_images
     from core.contrastive import ContrastiveConfig
-    from core.model_file import load_model
+    from core.model import load_model
 
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n: expected at least 1 cluster, got {args.n}")

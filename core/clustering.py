@@ -16,7 +16,7 @@ Follows Ardelean and Weyrich, "Blind Localization and Clustering of Anomalies in
 * **Metrics**: NMI and ARI (scikit-learn) and F1 after an optimal one-to-one matching of clusters to classes
   (``scipy.optimize.linear_sum_assignment``, the Jonker-Volgenant algorithm the paper cites).
 
-:func:`cluster_images` runs the whole pipeline on a fitted :class:`~core.model.SomadModel`; ``contrastive=True``
+:func:`cluster_images` runs the whole pipeline on a fitted SOMAD :class:`~core.model.FittedModel`; ``contrastive=True``
 first trains the projection head of :mod:`core.contrastive` and ``blind=True`` replaces the model's anomaly maps
 by the training-free ones of :mod:`core.blind`.
 """
@@ -37,7 +37,8 @@ from numpy.typing import ArrayLike
 from core.data import GOOD, IMAGE_SUFFIXES, UNLABELLED, is_mvtec_category, load_images
 from core.decision import defect_mask, is_ng, threshold_to_use
 from core.errors import ConfigError, DataError
-from core.maps import image_score, patch_scores_to_maps, smooth
+from core.extraction import FeatureSet
+from core.maps import smooth
 from core.progress import CancelCheck, Monitor, ProgressCallback
 
 __all__ = [
@@ -622,12 +623,11 @@ def extract_set(
 def _extract(model, items: Sequence, monitor: Monitor, *, score: bool, reference: bool, keep_side: int):
     """Features of every readable image and, with ``score``, the model's maps at each image's size.
 
-    Scoring reuses the extracted features and the same steps as ``SomadModel.score``, so the image scores and
+    Scoring reuses the extracted features and :meth:`~core.model.FittedModel.results`, so the image scores and
     verdicts equal the ones the CLI and window report. Unreadable files are skipped and reported.
     """
     out = Extraction([], [] if reference else None, [], [], [], [], [], [])  # type: ignore[arg-type]
     feats: list[torch.Tensor] = []
-    size = model.config.features.image_size
     batch = model.config.features.batch_size
     weights = model.som_weights
     for start in range(0, len(items), batch):
@@ -639,11 +639,10 @@ def _extract(model, items: Sequence, monitor: Monitor, *, score: bool, reference
         with torch.inference_mode():
             f = model.extractor(images)
             if score:
-                patch, _, best = model.score_features(f)
-                maps = patch_scores_to_maps(
-                    patch, size, model.config.scoring.sigma, [im.shape[:2] for im in images]
-                )
-                out.scores += [image_score(m) for m in maps]
+                results = model.results(FeatureSet(f.permute(0, 2, 3, 1)), [im.shape[:2] for im in images])
+                maps = [r.anomaly_map for r in results]
+                best = torch.from_numpy(np.stack([r.best_node for r in results])).long()
+                out.scores += [r.score for r in results]
                 out.grid_maps += list(maps_to_grid(maps, (int(f.shape[2]), int(f.shape[3]))))
                 out.maps += [_reduce_map(m, keep_side) for m in maps]
                 if reference:

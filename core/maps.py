@@ -9,11 +9,14 @@ and width. The image score is the map's maximum.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from core.config import SomadConfig
 
 REFERENCE_SIZE = 224
 
@@ -58,3 +61,14 @@ def image_score(anomaly_map: np.ndarray) -> float:
     """Image-level anomaly score: the maximum of its map."""
     value = float(anomaly_map.max())
     return value if math.isfinite(value) else float("inf")
+
+
+def anomaly_maps(
+    patch_scores: torch.Tensor, config: SomadConfig, output_sizes: Sequence[tuple[int, int]]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The maps of (B, gh, gw) patch scores at ``output_sizes`` with ``config``'s input size and smoothing,
+    and their image scores (float64): the one way every method turns patch scores into results."""
+    maps = patch_scores_to_maps(
+        patch_scores.float(), config.features.image_size, config.scoring.sigma, list(output_sizes)
+    )
+    return maps, np.array([image_score(m) for m in maps], dtype=np.float64)

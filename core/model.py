@@ -1,111 +1,72 @@
-"""The fitted SOMAD detector: backbone features -> SOM -> node Gaussians -> anomaly maps (Algorithm 1)."""
+"""A fitted model of any method: a backbone's description, a fitted detector, thresholds and a training summary.
+
+One class for every method (SOMAD, PaDiM, PatchCore and the image-level detectors). It turns RGB images into
+:class:`~core.results.ImageResult` (anomaly maps at each image's own size in the method's raw units; ``None`` for
+image-level methods, which give one score per image), and goes to and from a ``.somad`` file
+(:mod:`core.model_file`). Fit one with :func:`core.fit`; load one with :func:`load_any_model`.
+"""
 
 from __future__ import annotations
 
-import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from core.config import SomadConfig
-from core.decision import FALSE_REJECT_RATE, false_reject_threshold, preferred_threshold
-from core.devices import device_name, resolve_device
+from core.data import load_images
+from core.decision import preferred_threshold
+from core.devices import resolve_device
+from core.errors import ConfigError, DataError, ModelFileError
+from core.extraction import FeatureSet, run_backbone
 from core.features import FeatureExtractor
-from core.gaussian import NodeGaussians, fit_node_gaussians, mahalanobis_to_nodes
-from core.maps import image_score, patch_scores_to_maps
+from core.maps import anomaly_maps
+from core.methods.base import Detector
+from core.methods.registry import METHODS
+from core.model_file import read_model_file, write_model_file
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import ImageResult
-from core.som import BatchSOM, train_som, umatrix
 
-
-def finish_training(
-    model: Any, train_scores: np.ndarray, timings: dict[str, float], device: torch.device, summary: dict
-) -> None:
-    """Store what every fitted model of any method keeps from its training run: the threshold rejecting
-    :data:`FALSE_REJECT_RATE` of the training images' own scores, and the training summary (``summary``
-    plus the score range, the seconds of each stage and where it ran)."""
-    model.thresholds["train_false_reject_1pct"] = false_reject_threshold(train_scores, FALSE_REJECT_RATE)
-    model.training_summary = {
-        **summary,
-        "train_score_mean": float(np.mean(train_scores)),
-        "train_score_max": float(np.max(train_scores)),
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-
-
-@dataclass
-class SomAndNodes:
-    """What :func:`fit_som_and_nodes` learns from the training patches, with the seconds of each stage."""
-
-    som: BatchSOM
-    gaussians: NodeGaussians
-    quantization_error: float
-    seconds: dict[str, float]
-
-
-def fit_som_and_nodes(
-    grid: torch.Tensor, config: SomadConfig, device: torch.device, monitor: Monitor | None = None
-) -> SomAndNodes:
-    """Steps 2 and 3 of Algorithm 1 on patch features ``grid`` (N, gh, gw, d): train the SOM, assign every
-    patch to its best-matching node, and fit each node's Gaussian (Eq. 2) on the patches it won."""
-    monitor = monitor or Monitor()
-    patches = grid.reshape(-1, grid.shape[-1])
-    t0 = time.perf_counter()
-    som = train_som(grid, config.som, device, monitor)
-    nearest, nearest_d2 = som.nearest(patches, 1)
-    quantization_error = float(nearest_d2[:, 0].sqrt().mean())
-    t1 = time.perf_counter()
-    gaussians = fit_node_gaussians(
-        patches,
-        nearest[:, 0],
-        som.n_nodes,
-        som.weights,
-        config.statistics.lam,
-        config.statistics.shrinkage,
-        device,
-        monitor,
-    )
-    seconds = {"som": t1 - t0, "statistics": time.perf_counter() - t1}
-    return SomAndNodes(som, gaussians, quantization_error, seconds)
-
-
-#: Images whose patches go through the scoring head together: its per-node loop is paid once per group.
+#: Images whose patches go through the scoring head together: a head's per-node loop is paid once per group.
 HEAD_GROUP_IMAGES = 16
 
 
 @dataclass
-class SomadModel:
-    """A fitted detector. Build it with :func:`core.fit` or :func:`core.load_model`, not directly."""
+class FittedModel:
+    """A fitted detector of any method with what it needs to score images (its backbone's description)."""
 
+    method: str
     config: SomadConfig
+    detector: Detector
     weights_origin: str
     channel_indices: np.ndarray
-    som_weights: torch.Tensor
-    gaussians: NodeGaussians
     thresholds: dict[str, float] = field(default_factory=dict)
     training_summary: dict = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     _extractor: FeatureExtractor | None = field(default=None, repr=False)
 
-    #: The method's key in :data:`core.methods.METHODS`; a front end treats every fitted model alike
-    #: through ``method``, ``label``, ``gives_maps`` and ``options`` (as on :class:`~core.methods.MethodModel`).
-    method: ClassVar[str] = "somad"
-    label: ClassVar[str] = "SOMAD"
-    gives_maps: ClassVar[bool] = True
-
     # -- what a front end shows ------------------------------------------------------------------------
     @property
     def options(self) -> dict[str, Any]:
-        """The method's own options: SOMAD has none beyond its config."""
-        return {}
+        """The method's own options (SOMAD has none beyond its config)."""
+        return dict(self.detector.options)
+
+    @property
+    def label(self) -> str:
+        return self.detector.label
+
+    @property
+    def gives_maps(self) -> bool:
+        return self.detector.gives_maps
+
+    @property
+    def has_som(self) -> bool:
+        """True for methods with a Self-Organizing Map: nearest nodes, U-matrix and hit counts."""
+        return self.detector.has_som
 
     @property
     def random_init(self) -> bool:
@@ -113,37 +74,52 @@ class SomadModel:
         return self.weights_origin == "random-init"
 
     @property
-    def som_shape(self) -> tuple[int, int]:
-        return self.config.som.rows, self.config.som.cols
-
-    @property
     def grid_shape(self) -> tuple[int, int]:
         return tuple(self.training_summary.get("grid_shape", (0, 0)))  # type: ignore[return-value]
 
     @property
     def threshold(self) -> float | None:
-        """The preferred stored threshold (see :func:`preferred_threshold`)."""
+        """The preferred stored threshold (see :func:`core.decision.preferred_threshold`)."""
         return preferred_threshold(self.thresholds)
-
-    def umatrix(self) -> np.ndarray:
-        """(rows, cols) U-matrix of the SOM weights."""
-        return umatrix(self.som_weights.cpu().numpy(), *self.som_shape)
-
-    def hit_counts(self) -> np.ndarray:
-        """(rows, cols) training patches won by each node."""
-        return self.gaussians.counts.cpu().numpy().reshape(self.som_shape).astype(np.int64)
 
     @property
     def nbytes(self) -> int:
-        return self.gaussians.nbytes + self.som_weights.numel() * 4 + self.channel_indices.nbytes
+        return self.detector.nbytes + self.channel_indices.nbytes
+
+    # -- the SOM, for methods that have one --------------------------------------------------------------
+    def _som(self) -> Any:
+        if not self.detector.has_som:
+            raise AttributeError(f"{self.label} has no Self-Organizing Map")
+        return self.detector
+
+    @property
+    def som_shape(self) -> tuple[int, int]:
+        return self._som().som_shape
+
+    @property
+    def som_weights(self) -> torch.Tensor:
+        return self._som().som_weights
+
+    @property
+    def gaussians(self) -> Any:
+        """The SOM nodes' Gaussians (:class:`~core.gaussian.NodeGaussians`)."""
+        return self._som().gaussians
+
+    def umatrix(self) -> np.ndarray:
+        """(rows, cols) U-matrix of the SOM weights."""
+        return self._som().umatrix()
+
+    def hit_counts(self) -> np.ndarray:
+        """(rows, cols) training patches won by each node."""
+        return self._som().hit_counts()
 
     # -- scoring ---------------------------------------------------------------------------------------
-    def to(self, device: str | torch.device) -> SomadModel:
+    def to(self, device: str | torch.device) -> FittedModel:
         """Move the model to ``device`` (``auto``, ``cpu``, ``cuda:N``) in place; returns ``self``."""
         device = resolve_device(device) if isinstance(device, str) else device
+        state = {k: v.to(device) for k, v in self.detector.state_dict().items()}
+        self.detector = type(self.detector).from_state(self.config, self.detector.options, state, device)
         self.device = device
-        self.som_weights = self.som_weights.to(device)
-        self.gaussians = self.gaussians.to(device)
         self._extractor = None
         return self
 
@@ -153,26 +129,44 @@ class SomadModel:
             self._extractor = FeatureExtractor(self.config.features, self.device, self.channel_indices)
         return self._extractor
 
-    def score_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Patch scores (B, gh, gw) (Eq. 3, minimum over the k nearest nodes), nearest nodes and best node.
-
-        ``features`` is (B, d, gh, gw). Nearest nodes (B, gh, gw, k) are by Euclidean distance to the SOM
-        weights (Eq. 1), among nodes with training hits only.
-        """
-        b, d, gh, gw = features.shape
-        x = features.permute(0, 2, 3, 1).reshape(-1, d).to(self.device, torch.float32)
-        k = min(self.config.scoring.k, int(self.gaussians.valid.sum()))
-        som = BatchSOM(*self.som_shape, d, self.device)
-        som.weights = self.som_weights
-        nearest, _ = som.nearest(x, k, mask=self.gaussians.valid)
-        d2 = mahalanobis_to_nodes(x, nearest, self.gaussians)
-        best_d2, best_pos = d2.min(1)
-        best = nearest.gather(1, best_pos.unsqueeze(1)).squeeze(1)
-        return (
-            best_d2.clamp_min(0).sqrt().view(b, gh, gw),
-            nearest.view(b, gh, gw, k),
-            best.view(b, gh, gw),
+    def features(self, images: Sequence[np.ndarray]) -> FeatureSet:
+        """The features this method reads, for a batch of RGB uint8 images."""
+        det = self.detector
+        grid, pooled = run_backbone(
+            self.extractor, list(images), patches=det.needs_patches, pooled=det.needs_pooled
         )
+        return FeatureSet(grid, pooled)
+
+    def results(
+        self,
+        features: FeatureSet,
+        output_sizes: Sequence[tuple[int, int]],
+        paths: Sequence[Path | None] | None = None,
+    ) -> list[ImageResult]:
+        """Results of already extracted features: maps at ``output_sizes`` (``None`` for image methods), and for
+        methods with a SOM each patch's nearest nodes and best node."""
+        det = self.detector
+        paths = list(paths) if paths is not None else [None] * len(features)
+        if not det.gives_maps:
+            scores = det.score(features).double().cpu().numpy()
+            return [
+                ImageResult(None, float(s), np.zeros((0, 0, 0), np.int32), np.zeros((0, 0), np.int32), p)
+                for s, p in zip(scores, paths, strict=True)
+            ]
+        if det.has_som:
+            patch, nearest, best = det.score_with_nodes(features.patches)  # type: ignore[attr-defined]
+            nearest_np = nearest.cpu().numpy().astype(np.int32)
+            best_np = best.cpu().numpy().astype(np.int32)
+        else:
+            patch = det.score(features)
+            b, gh, gw = patch.shape
+            nearest_np = np.zeros((b, gh, gw, 0), np.int32)
+            best_np = np.full((b, gh, gw), -1, np.int32)
+        maps, scores = anomaly_maps(patch, self.config, output_sizes)
+        return [
+            ImageResult(m, float(s), nearest_np[i], best_np[i], None if p is None else Path(p))
+            for i, (m, s, p) in enumerate(zip(maps, scores, paths, strict=True))
+        ]
 
     @torch.inference_mode()
     def score(
@@ -184,62 +178,148 @@ class SomadModel:
         paths: Sequence[Path | None] | None = None,
         batch_size: int | None = None,
     ) -> list[ImageResult]:
-        """Anomaly maps of RGB uint8 images, each at its own size, in raw (comparable) Mahalanobis units."""
+        """Results of RGB uint8 images: anomaly maps at each image's own size, in the method's raw units."""
         monitor = Monitor(progress, cancel)
         batch_size = batch_size or self.config.features.batch_size
         group = max(batch_size, HEAD_GROUP_IMAGES)
-        results: list[ImageResult] = []
         paths = list(paths) if paths is not None else [None] * len(images)
+        results: list[ImageResult] = []
         for start in range(0, len(images), group):
-            features = []
+            parts = []
             for sub in range(start, min(start + group, len(images)), batch_size):
                 monitor.step("scoring", sub, len(images))
-                features.append(self.extractor(list(images[sub : sub + batch_size])))
-            results += self._score_group(
-                list(images[start : start + group]), torch.cat(features), paths[start : start + group]
+                parts.append(self.features(images[sub : sub + batch_size]))
+            batch = images[start : start + group]
+            results += self.results(
+                FeatureSet.concat(parts), [im.shape[:2] for im in batch], paths[start : start + group]
             )
         monitor.step("scoring", len(images), len(images))
         return results
-
-    def _score_group(
-        self, batch: list[np.ndarray], features: torch.Tensor, paths: Sequence[Path | None]
-    ) -> list[ImageResult]:
-        scores, nearest, best = self.score_features(features)
-        maps = patch_scores_to_maps(
-            scores, self.config.features.image_size, self.config.scoring.sigma, [im.shape[:2] for im in batch]
-        )
-        nearest_np = nearest.cpu().numpy().astype(np.int32)
-        best_np = best.cpu().numpy().astype(np.int32)
-        return [
-            ImageResult(m, image_score(m), nearest_np[i], best_np[i], None if p is None else Path(p))
-            for i, (m, p) in enumerate(zip(maps, paths, strict=True))
-        ]
 
     def time_stages(self, images: Sequence[np.ndarray]) -> dict[str, float]:
         """Seconds per image spent in the backbone and in the scoring head, for benchmarks."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         with torch.inference_mode():
             t0 = time.perf_counter()
-            features = self.extractor(list(images))
+            features = self.features(images)
             sync()
             t1 = time.perf_counter()
-            scores, _, _ = self.score_features(features)
-            patch_scores_to_maps(
-                scores,
-                self.config.features.image_size,
-                self.config.scoring.sigma,
-                [im.shape[:2] for im in images],
-            )
+            self.results(features, [im.shape[:2] for im in images])
             sync()
             t2 = time.perf_counter()
         return {"backbone": (t1 - t0) / len(images), "head": (t2 - t1) / len(images)}
 
+    # -- files -----------------------------------------------------------------------------------------
+    def file_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors and metadata of the model file (see :mod:`core.model_file`)."""
+        det = self.detector
+        tensors = {f"{det.file_prefix}{k}": v for k, v in det.state_dict().items()}
+        tensors["channel_indices"] = torch.from_numpy(np.asarray(self.channel_indices, dtype=np.int64))
+        method_fields = (
+            {"method_options": det.options, "gives_maps": det.gives_maps} if det.stores_options else {}
+        )
+        metadata = {
+            "method": self.method,
+            **method_fields,
+            "config": self.config.to_dict(),
+            "backbone": self.config.features.backbone,
+            "weights_origin": self.weights_origin,
+            "random_init": self.random_init,
+            "image_size": self.config.features.image_size,
+            "thresholds": self.thresholds,
+            "training_summary": self.training_summary,
+        }
+        return tensors, metadata
 
-def _save(self: SomadModel, path: str | Path) -> Path:
-    """Write the model to a ``.somad`` file atomically (see :mod:`core.model_file`)."""
-    from core.model_file import save_model
+    def save(self, path: str | Path) -> Path:
+        """Write the model to a ``.somad`` file atomically (see :mod:`core.model_file`)."""
+        return write_model_file(path, *self.file_state())
 
-    return save_model(self, path)
+    @classmethod
+    def from_file_state(
+        cls, path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], device: str = "auto"
+    ) -> FittedModel:
+        """Rebuild from :meth:`file_state` output read back from ``path``; problems name the file."""
+        name = meta.get("method", "somad")
+        if name not in METHODS:
+            raise ModelFileError(path, f"unknown method {name!r}")
+        try:
+            config = SomadConfig.from_dict(meta["config"]).validate()
+        except (KeyError, TypeError, ConfigError) as err:
+            raise ModelFileError(path, f"invalid configuration in metadata ({err})") from err
+        detector_type = METHODS[name].detector
+        prefix = detector_type.file_prefix
+        state = {
+            k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix) and k != "channel_indices"
+        }
+        target = resolve_device(device)
+        try:
+            detector = detector_type.from_state(config, meta.get("method_options") or {}, state, target)
+        except (ValueError, ConfigError) as err:
+            raise ModelFileError(path, f"invalid {name} model ({err})") from err
+        if "channel_indices" not in tensors:
+            raise ModelFileError(path, "missing tensors: channel_indices")
+        return cls(
+            method=name,
+            config=config,
+            detector=detector,
+            weights_origin=str(meta.get("weights_origin", "unknown")),
+            channel_indices=tensors["channel_indices"].numpy().astype(np.int64),
+            thresholds={k: float(v) for k, v in (meta.get("thresholds") or {}).items()},
+            training_summary=dict(meta.get("training_summary") or {}),
+            device=target,
+        )
 
 
-SomadModel.save = _save  # type: ignore[attr-defined]
+def score_paths(
+    model: FittedModel,
+    paths: Sequence[str | Path],
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    strict: bool = False,
+    on_error: Callable[[DataError], None] | None = None,
+) -> tuple[list[ImageResult | None], list[DataError]]:
+    """Score image files; an unreadable one gives ``None`` in its place and a :class:`DataError`."""
+    monitor = Monitor(progress, cancel)
+    results: list[ImageResult | None] = [None] * len(paths)
+    errors: list[DataError] = []
+    batch_size = model.config.features.batch_size
+    for start in range(0, len(paths), batch_size):
+        monitor.step("scoring", start, len(paths))
+        chunk = [Path(p) for p in paths[start : start + batch_size]]
+        images, ok, failed = load_images(chunk, strict=strict, on_error=on_error)
+        errors += failed
+        if images:
+            for i, result in zip(
+                ok, model.score(images, paths=[chunk[i] for i in ok], cancel=cancel), strict=True
+            ):
+                results[start + i] = result
+    monitor.step("scoring", len(paths), len(paths))
+    return results, errors
+
+
+def load_any_model(path: str | Path, device: str = "auto") -> FittedModel:
+    """Read a model file of any method (SOMAD files as first written included)."""
+    path = Path(path)
+    tensors, meta = read_model_file(path)
+    return FittedModel.from_file_state(path, tensors, meta, device)
+
+
+def load_model(path: str | Path, device: str = "auto") -> FittedModel:
+    """Read a SOMAD model file; files of other methods are refused (use :func:`load_any_model`)."""
+    path = Path(path)
+    tensors, meta = read_model_file(path)
+    if meta.get("method", "somad") != "somad":
+        raise ModelFileError(path, f"method {meta.get('method')!r} is not supported by this loader")
+    return FittedModel.from_file_state(path, tensors, meta, device)
+
+
+def model_metadata(model: FittedModel) -> dict[str, Any]:
+    """The JSON metadata a fitted model writes to its file (without format and checksum)."""
+    return model.file_state()[1]
+
+
+#: Names of earlier versions, for one release: every fitted model is a :class:`FittedModel`.
+SomadModel = FittedModel
+MethodModel = FittedModel

@@ -64,7 +64,7 @@ def _fit_work(
     progress=None,
     cancel=None,
 ) -> Any:
-    model = core.fit_method(train, method, config, options, progress=progress, cancel=cancel)
+    model = core.fit(train, config, method=method, options=options, progress=progress, cancel=cancel)
     if save_to is not None:
         if cancel is not None and cancel():
             raise core.Cancelled("cancelled by the user")
@@ -271,8 +271,8 @@ class Session(QtCore.QObject):
 
     @property
     def has_som(self) -> bool:
-        """True when the model is a SOMAD model (it has a SOM for the SOM panes and node readouts)."""
-        return isinstance(self.model, core.SomadModel)
+        """True when the model has a SOM (for the SOM panes and node readouts)."""
+        return bool(getattr(self.model, "has_som", False))
 
     @property
     def random_init(self) -> bool:

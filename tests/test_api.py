@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import core
-import core.api as api
+import core.memory as memory
+import core.training as training
 from core import metrics
 from core.demo import demo_arrays
 from core.errors import Cancelled, DataError, ImageReadError, ResourceError
@@ -264,9 +265,9 @@ def test_estimate_memory_grows_with_dims_som_and_images(fast_config):
 
 
 def test_fit_refuses_when_memory_is_short(demo_root, fast_config, monkeypatch):
-    monkeypatch.setattr(api, "_available_memory", lambda device: 1024)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 1024)
     built = []
-    monkeypatch.setattr(api, "FeatureExtractor", lambda *a, **k: built.append(1))
+    monkeypatch.setattr(training, "FeatureExtractor", lambda *a, **k: built.append(1))
     with pytest.raises(ResourceError, match="--dims"):
         core.fit(core.open_dataset(demo_root), fast_config)
     assert not built  # refused before any work
@@ -275,13 +276,13 @@ def test_fit_refuses_when_memory_is_short(demo_root, fast_config, monkeypatch):
 def test_memory_check_measures_the_device_that_is_used(demo_root, fast_config, monkeypatch):
     """On CUDA the features live in GPU memory, so free GPU memory must be what is checked."""
     cuda = torch.device("cuda", 0)
-    monkeypatch.setattr(api, "resolve_device", lambda name: cuda)
+    monkeypatch.setattr(training, "resolve_device", lambda name: cuda)
     free = {"cuda": 1024, "cpu": 1 << 50}  # a nearly full GPU, a huge host
-    monkeypatch.setattr(api, "_available_memory", lambda device: free[device.type])
+    monkeypatch.setattr(memory, "available_memory", lambda device: free[device.type])
 
     def no_backbone(*args, **kwargs):
         raise AssertionError("the memory check should have refused before building the backbone")
 
-    monkeypatch.setattr(api, "FeatureExtractor", no_backbone)
+    monkeypatch.setattr(training, "FeatureExtractor", no_backbone)
     with pytest.raises(ResourceError):
         core.fit(core.open_dataset(demo_root), fast_config)

@@ -11,15 +11,8 @@ import pytest
 import torch
 
 import core
-from core.api import extract_features
-from core.feature_cache import (
-    AUGMENTATIONS,
-    FeatureCache,
-    augment,
-    cache_key,
-    extract_feature_set,
-    run_backbone,
-)
+from core.extraction import AUGMENTATIONS, augment, extract_feature_set, extract_features, run_backbone
+from core.feature_cache import FeatureCache, cache_key
 from core.features import FeatureExtractor
 from core.progress import Monitor
 from tests.conftest import make_config

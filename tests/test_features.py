@@ -231,7 +231,7 @@ def test_pretrained_offline_names_both_ways_out(monkeypatch, tmp_path):
 def test_grid_shape_matches_the_features_when_the_size_is_not_a_multiple_of_four(images, tmp_path):
     import cv2
 
-    from core.api import extract_features
+    from core.extraction import extract_features
     from core.progress import Monitor
 
     ext = FeatureExtractor(_config(backbone="convnextv2_nano", layers=(0, 1, 2), image_size=66, dims=16), CPU)

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHECK = """
 import contextlib, io, sys
-import core, core.cli, core.api, core.render, core.model_file
+import core, core.cli, core.evaluation, core.training, core.render, core.model_file
 
 def qt_modules():
     return sorted(m for m in sys.modules if m.startswith(("PySide6", "pyqtgraph", "PyQt", "shiboken")))

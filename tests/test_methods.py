@@ -15,16 +15,15 @@ from core.cli import main as cli_main
 from core.config import SomadConfig
 from core.demo import demo_part
 from core.errors import ConfigError, ModelFileError
-from core.feature_cache import FeatureCache, run_backbone
+from core.extraction import run_backbone
+from core.feature_cache import FeatureCache
 from core.features import FeatureExtractor
 from core.methods import (
     IMAGE_METHODS,
     MAP_METHODS,
     METHODS,
     FeatureSet,
-    MethodModel,
     create_detector,
-    fit_method,
 )
 from core.methods.patchcore import (
     aggregate,
@@ -33,7 +32,9 @@ from core.methods.patchcore import (
     greedy_coreset_pruned,
     nearest_distances,
 )
-from core.model_file import load_any_model, load_model, read_model_file, write_model_file
+from core.model import MethodModel, load_any_model, load_model
+from core.model_file import read_model_file, write_model_file
+from core.training import fit_method
 from tests.conftest import make_config
 
 SIZE = 96
@@ -136,7 +137,7 @@ def test_state_round_trip_through_a_model_file_scores_identically(planted, name,
     loaded = load_any_model(path, device="cpu")
     if name == "somad":
         assert isinstance(loaded, core.SomadModel)
-        after, _, _ = loaded.score_features(planted["test"].patches.permute(0, 3, 1, 2))
+        after = loaded.detector.score(planted["test"])
     else:
         assert isinstance(loaded, MethodModel) and loaded.method == name
         assert loaded.options == detector.options and loaded.random_init
@@ -413,9 +414,9 @@ def test_memory_estimates_match_the_fitted_models(demo_root, fast_config):
 
 
 def test_fit_method_refuses_when_memory_is_short(demo_root, fast_config, monkeypatch):
-    from core import api
+    from core import memory
     from core.errors import ResourceError
 
-    monkeypatch.setattr(api, "_available_memory", lambda device: 1024)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 1024)
     with pytest.raises(ResourceError, match="GiB"):
         fit_method(core.open_dataset(demo_root), "padim", fast_config)

@@ -20,7 +20,8 @@ import core.model_file as model_file
 from core.config import SomadConfig
 from core.demo import demo_arrays
 from core.errors import ModelFileError
-from core.model_file import load_model, read_model_file, write_model_file
+from core.model import load_model
+from core.model_file import read_model_file, write_model_file
 
 REQUIRED_METADATA = (
     "format",
@@ -293,7 +294,8 @@ def test_saved_model_gets_the_usual_file_permissions(fitted, tmp_path):
 
 
 def test_description_of_a_file_and_of_the_loaded_model_agree(fitted, saved):
-    from core.model_file import describe_model, load_any_model, model_metadata
+    from core.model import load_any_model, model_metadata
+    from core.model_file import describe_model
 
     _, meta = read_model_file(saved)
     rows = describe_model(meta)

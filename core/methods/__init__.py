@@ -4,32 +4,18 @@
 :class:`~core.config.SomadConfig` apply to it (dotted paths such as ``"som.rows"``; a front end hides the
 others) and its own options (:class:`OptionSpec`: name, type, default, range, choices, help).
 
-    from core.methods import METHODS, fit_method
-    model = fit_method(dataset, "padim", config)                       # or "patchcore", "lof", ...
-    model = fit_method(dataset, "patchcore", config, {"coreset_ratio": 0.05})
+    import core
+    model = core.fit(dataset, config, method="padim")                  # or "patchcore", "lof", ...
+    model = core.fit(dataset, config, method="patchcore", options={"coreset_ratio": 0.05})
     results = model.score(images)                                      # anomaly_map None for image methods
     model.save("part.somad"); model = core.load_any_model("part.somad")
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
-
-import torch
-
-from core.config import SomadConfig
-from core.methods.base import (
-    FEATURE_OPTIONS,
-    RUN_OPTIONS,
-    Detector,
-    FeatureSet,
-    OptionSpec,
-    validate_options,
-)
+from core.extraction import FeatureSet
+from core.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector, OptionSpec
 from core.methods.image_level import (
-    IMAGE_LEVEL_DETECTORS,
     EllipticEnvelopeDetector,
     ImageLevelDetector,
     IsolationForestDetector,
@@ -37,77 +23,17 @@ from core.methods.image_level import (
     LocalOutlierFactorDetector,
     OneClassSvmDetector,
 )
-from core.methods.model import MethodModel, fit_method
 from core.methods.padim import PadimDetector
 from core.methods.patchcore import PatchCoreDetector, greedy_coreset
+from core.methods.registry import (
+    IMAGE_METHODS,
+    MAP_METHODS,
+    METHODS,
+    MethodInfo,
+    create_detector,
+    method_info,
+)
 from core.methods.somad import SomadDetector
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """What a front end needs to offer a method: names, map or not, which options apply."""
-
-    name: str
-    label: str
-    gives_maps: bool
-    summary: str
-    #: Options of :class:`SomadConfig` (dotted) that matter to this method.
-    config_options: tuple[str, ...]
-    #: The method's own options.
-    options: tuple[OptionSpec, ...]
-    detector: type[Detector]
-
-    @classmethod
-    def of(cls, detector: type[Detector]) -> MethodInfo:
-        return cls(
-            detector.name,
-            detector.label,
-            detector.gives_maps,
-            detector.summary,
-            detector.config_options,
-            detector.option_specs,
-            detector,
-        )
-
-    def defaults(self) -> dict[str, Any]:
-        return {s.name: s.default for s in self.options}
-
-    def validate(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The options with defaults filled in; :class:`~core.errors.ConfigError` on a bad or unknown one."""
-        return validate_options(self.options, options, self.name)
-
-    def applies(self, config_option: str) -> bool:
-        """True when the dotted :class:`SomadConfig` option (e.g. ``"som.epochs"``) matters to the method."""
-        return config_option in self.config_options
-
-
-METHODS: dict[str, MethodInfo] = {
-    d.name: MethodInfo.of(d)
-    for d in (SomadDetector, PadimDetector, PatchCoreDetector, *IMAGE_LEVEL_DETECTORS)
-}
-#: Methods that give anomaly maps, then image-level ones.
-MAP_METHODS = tuple(name for name, info in METHODS.items() if info.gives_maps)
-IMAGE_METHODS = tuple(name for name, info in METHODS.items() if not info.gives_maps)
-
-
-def create_detector(
-    name: str,
-    config: SomadConfig | None = None,
-    options: Mapping[str, Any] | None = None,
-    device: str | torch.device = "cpu",
-) -> Detector:
-    """An unfitted detector of method ``name``."""
-    return method_info(name).detector(config, options, device)
-
-
-def method_info(name: str) -> MethodInfo:
-    """``METHODS[name]``; :class:`~core.errors.ConfigError` listing the methods when there is none."""
-    from core.errors import ConfigError
-
-    if name not in METHODS:
-        raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {name!r}")
-    return METHODS[name]
-
 
 __all__ = [
     "FEATURE_OPTIONS",
@@ -123,14 +49,12 @@ __all__ = [
     "KernelDensityDetector",
     "LocalOutlierFactorDetector",
     "MethodInfo",
-    "MethodModel",
     "OneClassSvmDetector",
     "OptionSpec",
     "PadimDetector",
     "PatchCoreDetector",
     "SomadDetector",
     "create_detector",
-    "fit_method",
     "greedy_coreset",
     "method_info",
 ]

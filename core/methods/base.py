@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,7 +28,8 @@ import torch
 from core.config import SomadConfig
 from core.devices import resolve_device
 from core.errors import ConfigError
-from core.maps import image_score, patch_scores_to_maps
+from core.extraction import FeatureSet
+from core.maps import anomaly_maps
 from core.progress import Monitor
 
 #: Options of :class:`~core.config.SomadConfig` (dotted paths) that shape the shared features.
@@ -45,33 +46,6 @@ FEATURE_OPTIONS: tuple[str, ...] = (
 )
 #: Options every method uses.
 RUN_OPTIONS: tuple[str, ...] = ("device", "max_train")
-
-
-@dataclass
-class FeatureSet:
-    """Features of N images, as the detectors consume them; every tensor is float32, row n = image n.
-
-    ``patches`` (N, gh, gw, d): the shared patch features (stages upsampled to the finest grid, ``dims``
-    channels). ``pooled``: backbone stage index -> (N, C) global average of that stage's whole output.
-    ``augmented``: stage -> (N * 5, C) the same for rotated (90, 180, 270) and flipped (horizontal, vertical)
-    copies of the images, image-major; only training sets carry it, only when a detector asked for it.
-    """
-
-    patches: torch.Tensor | None = None
-    pooled: dict[int, torch.Tensor] = field(default_factory=dict)
-    augmented: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        if self.patches is not None:
-            return int(self.patches.shape[0])
-        return int(next(iter(self.pooled.values())).shape[0]) if self.pooled else 0
-
-    def rows(self, start: int, stop: int) -> FeatureSet:
-        """Images ``start:stop`` (views, no copy); augmented features are training-only and are dropped."""
-        return FeatureSet(
-            None if self.patches is None else self.patches[start:stop],
-            {k: v[start:stop] for k, v in self.pooled.items()},
-        )
 
 
 @dataclass(frozen=True)
@@ -148,6 +122,11 @@ class Detector(ABC):
     #: Whether the detector reads patch features and/or pooled stage features.
     needs_patches: ClassVar[bool] = True
     needs_pooled: ClassVar[bool] = False
+    #: True when the detector has a Self-Organizing Map (nearest nodes, U-matrix, hit counts).
+    has_som: ClassVar[bool] = False
+    #: Prefix of the detector's tensors in a model file, and whether its options go into the metadata.
+    file_prefix: ClassVar[str] = "detector."
+    stores_options: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -159,6 +138,10 @@ class Detector(ABC):
         self.options = validate_options(self.option_specs, options, self.name)
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.fitted = False
+        #: What :meth:`fit` learned that the training summary reports, and the seconds of its own stages
+        #: (empty: the fit is timed as one stage).
+        self.fit_summary: dict[str, Any] = {}
+        self.fit_seconds: dict[str, float] = {}
 
     @property
     def wants_augmented(self) -> bool:
@@ -226,10 +209,7 @@ class Detector(ABC):
         scores = self.score(features)
         if not self.gives_maps:
             return None, scores.double().cpu().numpy()
-        maps = patch_scores_to_maps(
-            scores.float(), self.config.features.image_size, self.config.scoring.sigma, list(output_sizes)
-        )
-        return maps, np.array([image_score(m) for m in maps], dtype=np.float64)
+        return anomaly_maps(scores, self.config, output_sizes)
 
 
 def stage_features(features: FeatureSet, stage: int, augmented: bool) -> torch.Tensor:

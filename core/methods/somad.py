@@ -1,29 +1,72 @@
-"""SOMAD behind the detector interface: the same SOM and node Gaussians as :func:`core.fit`, on given features.
+"""SOMAD (Li et al., ICIP 2021, Algorithm 1) as a detector: a Self-Organizing Map of the normal patches, a
+Gaussian per map node (Eq. 2), and for each test patch the minimum Mahalanobis distance over its k nearest nodes
+(Eqs. 1 and 3).
 
-:func:`core.fit` extracts features and fits in one call; this adapter starts from features already extracted
-(the benchmark's cache), runs the identical steps (SOM initialisation and epochs, best-matching units,
-:func:`~core.model.fit_som_and_nodes`) and scores with :meth:`core.model.SomadModel.score_features`, so
-its maps equal those of a model fitted by :func:`core.fit` on the same features.
+Nearest nodes are found by Euclidean distance to the SOM weights among the nodes with training hits; the
+Gaussians are centred on the mean of the patches each node won (see :mod:`core.gaussian`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from core.config import SomadConfig
+from core.extraction import FeatureSet
 from core.features import BACKBONE_BYTES, estimated_grid
-from core.gaussian import NodeGaussians, gaussian_bytes
-from core.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector, FeatureSet
-from core.model import SomadModel, fit_som_and_nodes
+from core.gaussian import NodeGaussians, fit_node_gaussians, gaussian_bytes, mahalanobis_to_nodes
+from core.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector
 from core.progress import Monitor
+from core.som import BatchSOM, train_som, umatrix
+
+
+@dataclass
+class SomAndNodes:
+    """What :func:`fit_som_and_nodes` learns from the training patches, with the seconds of each stage."""
+
+    som: BatchSOM
+    gaussians: NodeGaussians
+    quantization_error: float
+    seconds: dict[str, float]
+
+
+def fit_som_and_nodes(
+    grid: torch.Tensor, config: SomadConfig, device: torch.device, monitor: Monitor | None = None
+) -> SomAndNodes:
+    """Steps 2 and 3 of Algorithm 1 on patch features ``grid`` (N, gh, gw, d): train the SOM, assign every
+    patch to its best-matching node, and fit each node's Gaussian (Eq. 2) on the patches it won."""
+    monitor = monitor or Monitor()
+    patches = grid.reshape(-1, grid.shape[-1])
+    t0 = time.perf_counter()
+    som = train_som(grid, config.som, device, monitor)
+    nearest, nearest_d2 = som.nearest(patches, 1)
+    quantization_error = float(nearest_d2[:, 0].sqrt().mean())
+    t1 = time.perf_counter()
+    gaussians = fit_node_gaussians(
+        patches,
+        nearest[:, 0],
+        som.n_nodes,
+        som.weights,
+        config.statistics.lam,
+        config.statistics.shrinkage,
+        device,
+        monitor,
+    )
+    seconds = {"som": t1 - t0, "statistics": time.perf_counter() - t1}
+    return SomAndNodes(som, gaussians, quantization_error, seconds)
 
 
 class SomadDetector(Detector):
     name = "somad"
     label = "SOMAD"
     gives_maps = True
+    has_som = True
+    file_prefix = ""  # a SOMAD file's tensors carry no prefix (format 1 as first written)
+    stores_options = False
     summary = "Self-Organizing Map of the normal patches, a Gaussian per node, Mahalanobis to the k nearest"
     config_options = (
         *FEATURE_OPTIONS,
@@ -65,46 +108,72 @@ class SomadDetector(Detector):
             "peak": features + som + statistics + working + BACKBONE_BYTES,
         }
 
+    # -- fitting ----------------------------------------------------------------------------------------
     def fit(self, features: FeatureSet, monitor: Monitor | None = None) -> SomadDetector:
+        """Algorithm 1, steps 2 and 3, on the training patches; keeps what the training summary reports."""
         monitor = monitor or Monitor()
-        config, device = self.config, self.device
         assert features.patches is not None, "SOMAD needs patch features"
-        storage = device if device.type == "cuda" else torch.device("cpu")
+        storage = self.device if self.device.type == "cuda" else torch.device("cpu")
         grid = features.patches.to(storage, torch.float32)
-        fitted = fit_som_and_nodes(grid, config, device, monitor)
+        fitted = fit_som_and_nodes(grid, self.config, self.device, monitor)
         self.gaussians = fitted.gaussians
         self.som_weights = fitted.som.weights
         self.fitted = True
+        patches = grid.reshape(-1, grid.shape[-1])
+        n, gh, gw, _ = grid.shape
+        self.fit_summary = {
+            "n_patches": int(n * gh * gw),
+            "zero_init_last": self.config.features.zero_init_last,
+            "som_quantization_error": fitted.quantization_error,
+            "som_topographic_error": fitted.som.topographic_error(
+                patches[:: max(1, patches.shape[0] // 100_000)]
+            ),
+            "nodes_with_hits": int(fitted.gaussians.valid.sum()),
+        }
+        self.fit_seconds = dict(fitted.seconds)
         return self
 
-    def somad_model(
-        self,
-        weights_origin: str = "unknown",
-        channel_indices: np.ndarray | None = None,
-        thresholds: dict | None = None,
-        training_summary: dict | None = None,
-    ) -> SomadModel:
-        """The fitted detector as a :class:`SomadModel` (what :func:`core.fit` returns and the GUI shows)."""
+    # -- scoring ----------------------------------------------------------------------------------------
+    @property
+    def som_shape(self) -> tuple[int, int]:
+        return self.config.som.rows, self.config.som.cols
+
+    def score_with_nodes(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patch scores (B, gh, gw) (Eq. 3, minimum over the k nearest nodes), nearest nodes (B, gh, gw, k) and
+        best node (B, gh, gw) of patch features (B, gh, gw, d).
+
+        Nearest nodes are by Euclidean distance to the SOM weights (Eq. 1), among nodes with training hits only.
+        """
         self._check_fitted()
-        dims = self.som_weights.shape[1]
-        return SomadModel(
-            config=self.config,
-            weights_origin=weights_origin,
-            channel_indices=np.arange(dims) if channel_indices is None else np.asarray(channel_indices),
-            som_weights=self.som_weights,
-            gaussians=self.gaussians,
-            thresholds=dict(thresholds or {}),
-            training_summary=dict(training_summary or {}),
-            device=self.device,
+        b, gh, gw, d = patches.shape
+        x = patches.reshape(-1, d).to(self.device, torch.float32)
+        k = min(self.config.scoring.k, int(self.gaussians.valid.sum()))
+        som = BatchSOM(*self.som_shape, d, self.device)
+        som.weights = self.som_weights
+        nearest, _ = som.nearest(x, k, mask=self.gaussians.valid)
+        d2 = mahalanobis_to_nodes(x, nearest, self.gaussians)
+        best_d2, best_pos = d2.min(1)
+        best = nearest.gather(1, best_pos.unsqueeze(1)).squeeze(1)
+        return (
+            best_d2.clamp_min(0).sqrt().view(b, gh, gw),
+            nearest.view(b, gh, gw, k),
+            best.view(b, gh, gw),
         )
 
     @torch.inference_mode()
     def score(self, features: FeatureSet) -> torch.Tensor:
-        self._check_fitted()
         assert features.patches is not None, "SOMAD needs patch features"
-        scores, _, _ = self.somad_model().score_features(features.patches.permute(0, 3, 1, 2))
-        return scores
+        return self.score_with_nodes(features.patches)[0]
 
+    def umatrix(self) -> np.ndarray:
+        """(rows, cols) U-matrix of the SOM weights."""
+        return umatrix(self.som_weights.cpu().numpy(), *self.som_shape)
+
+    def hit_counts(self) -> np.ndarray:
+        """(rows, cols) training patches won by each node."""
+        return self.gaussians.counts.cpu().numpy().reshape(self.som_shape).astype(np.int64)
+
+    # -- state ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         self._check_fitted()
         return {
