@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from core import bench
+from core import bench as runner
 from core.config import SomadConfig
 from core.errors import ConfigError
 from core.features import FeatureExtractor
 from core.methods import METHODS, IsolationForestDetector, PadimDetector
+from somad_cli import bench
 from tests.conftest import make_config
 
 TINY = [
@@ -81,7 +82,7 @@ def test_an_interrupted_bench_resumes_where_it_stopped(demo_root, tmp_path, monk
 
     monkeypatch.setattr(IsolationForestDetector, "fit", interrupted)
     assert bench.main(args) == 130
-    stored = json.loads((tmp_path / "c" / bench.RESULTS_NAME).read_text())["results"]
+    stored = json.loads((tmp_path / "c" / runner.RESULTS_NAME).read_text())["results"]
     assert [v["method"] for v in stored.values()] == ["padim"]
     assert fits["padim"] == 1 and fits["passes"] > 0
 
@@ -104,13 +105,13 @@ def test_an_interrupted_bench_resumes_where_it_stopped(demo_root, tmp_path, monk
 def test_stored_results_are_keyed_by_what_they_depend_on():
     config = make_config()
     keys = ["train-key", "test-key"]
-    padim = bench.result_key("padim", {}, config, keys)
-    assert padim == bench.result_key("padim", {}, config.with_changes(som={"epochs": 9}), keys)
-    assert padim != bench.result_key("padim", {}, config.with_changes(statistics={"lam": 0.1}), keys)
-    assert padim != bench.result_key("padim", {}, config, ["other", "test-key"])
-    ratio = bench.result_key("patchcore", {"coreset_ratio": 0.1}, config, keys)
-    assert ratio != bench.result_key("patchcore", {"coreset_ratio": 0.2}, config, keys)
-    assert bench.result_key("somad", {}, config.with_changes(som={"epochs": 9}), keys) != bench.result_key(
+    padim = runner.result_key("padim", {}, config, keys)
+    assert padim == runner.result_key("padim", {}, config.with_changes(som={"epochs": 9}), keys)
+    assert padim != runner.result_key("padim", {}, config.with_changes(statistics={"lam": 0.1}), keys)
+    assert padim != runner.result_key("padim", {}, config, ["other", "test-key"])
+    ratio = runner.result_key("patchcore", {"coreset_ratio": 0.1}, config, keys)
+    assert ratio != runner.result_key("patchcore", {"coreset_ratio": 0.2}, config, keys)
+    assert runner.result_key("somad", {}, config.with_changes(som={"epochs": 9}), keys) != runner.result_key(
         "somad", {}, config, keys
     )
 

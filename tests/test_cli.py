@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import core.features
-from core.cli import main
+from somad_cli.main import main
 
 FAST_FIT = [
     "--random-init",

@@ -356,7 +356,7 @@ def test_collect_images_reads_type_folders(planted, tmp_path):
 
 # ----------------------------------------------------------------------------------------------------- CLI
 def _run(argv):
-    from core.cluster_cli import main
+    from somad_cli.cluster import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -411,7 +411,7 @@ def test_cli_reports_a_missing_folder(parts_model, tmp_path):
 def test_register_adds_the_subcommand():
     import argparse
 
-    from core.cluster_cli import cmd_cluster, register
+    from somad_cli.cluster import cmd_cluster, register
 
     parser = argparse.ArgumentParser(prog="somad")
     sub = parser.add_subparsers(dest="command")

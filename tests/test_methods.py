@@ -11,7 +11,6 @@ import torch
 
 import core
 from core import metrics
-from core.cli import main as cli_main
 from core.config import SomadConfig
 from core.demo import demo_part
 from core.errors import ConfigError, ModelFileError
@@ -35,6 +34,7 @@ from core.methods.patchcore import (
 from core.model import MethodModel, load_any_model, load_model
 from core.model_file import read_model_file, write_model_file
 from core.training import fit_method
+from somad_cli.main import main as cli_main
 from tests.conftest import make_config
 
 SIZE = 96

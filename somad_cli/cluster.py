@@ -2,7 +2,7 @@
 
 ``register(subparsers)`` adds the sub-command to ``somad``'s parser; the handler is :func:`cmd_cluster`
 (``args.handler``), with the same ``(args, progress) -> exit status`` signature as the other commands.
-:func:`main` runs the sub-command on its own (``python -m core.cluster_cli MODEL DATA ...``).
+:func:`main` runs the sub-command on its own (``python -m somad_cli.cluster MODEL DATA ...``).
 
 DATA is an MVTec AD category (its test set is clustered; ``test/<type>`` folders are the ground truth) or any
 folder of images (sub-folders are types; images lying in the folder itself are unlabelled). The command prints
@@ -24,6 +24,7 @@ import cv2
 
 from core.atomic import write_atomically, write_text_atomically
 from core.errors import ConfigError, DataError
+from somad_cli.common import RANDOM_INIT_NOTE, run_command
 
 CSV_NAME = "clusters.csv"
 
@@ -146,8 +147,6 @@ def cmd_cluster(args: argparse.Namespace, progress) -> int:
     else:
         print("metrics: n/a (not every image lies in a type folder)")
     if model.random_init:
-        from core.cli import RANDOM_INIT_NOTE
-
         print(f"note: {RANDOM_INIT_NOTE}")
     if args.out:
         out = write_outputs(result, Path(args.out), shown, thumb=args.thumb)
@@ -221,8 +220,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cluster`` on its own, with ``somad``'s exit statuses (2 bad input, 130 cancelled)."""
-    from core.cli import run_command
-
     args = build_parser().parse_args(argv)
     return run_command(args.handler, args, cancelled="cancelled; nothing was written")
 

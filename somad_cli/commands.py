@@ -1,0 +1,203 @@
+"""``somad fit``, ``score``, ``eval`` and ``info``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from core.atomic import write_atomically, write_text_atomically
+from core.bundled_weights import describe_origin
+from core.decision import defect_area, threshold_to_use, verdict
+from core.errors import DataError, SomadError
+from somad_cli.common import (
+    RANDOM_INIT_NOTE,
+    TerminalProgress,
+    config_from_args,
+    method_options_from_args,
+    warn,
+)
+
+
+def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
+    from core.data import open_dataset
+    from core.training import fit
+
+    config = config_from_args(args)
+    options = method_options_from_args(args.option)
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise DataError(out, "output folder does not exist")
+    dataset = open_dataset(args.data)
+    model = fit(
+        dataset,
+        config,
+        method=args.method,
+        options=options,
+        progress=progress,
+        strict=args.strict,
+        on_error=warn,
+    )
+    progress.close()
+    model.save(out)
+    summary = model.training_summary
+    seconds = ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())
+    what = "" if args.method == "somad" else f"{model.label} on "
+    print(f"fitted {what}{summary['n_images']} images of {dataset.name!r} ({seconds}); wrote {out}")
+    print(f"weights: {describe_origin(model.weights_origin)}")
+    if model.random_init:
+        print(f"note: {RANDOM_INIT_NOTE}")
+    return 0
+
+
+def _image_paths(inputs: Sequence[str]) -> list[Path]:
+    from core.data import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")
+            )
+            if not found:
+                raise DataError(p, "no images in this folder")
+            paths += found
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise DataError(p, "file not found")
+    return paths
+
+
+def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
+    import cv2
+
+    from core import render
+    from core.data import read_image
+    from core.model import load_any_model, score_paths
+
+    model = load_any_model(args.model, device=args.device)
+    threshold = threshold_to_use(model.thresholds, args.threshold, hint="pass --threshold")
+    paths = _image_paths(args.paths)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, errors = score_paths(model, paths, progress=progress, strict=args.strict, on_error=warn)
+    progress.close()
+    scores = [r.score for r in results if r is not None]
+    vmin = model.training_summary.get("train_score_mean", min(scores, default=0.0))
+    vmax = max(threshold * 1.5, max(scores, default=threshold))
+    used: set[str] = set()
+    rows = []
+    for path, result in zip(paths, results, strict=True):
+        if result is None:
+            rows.append([str(path), "", "unreadable", f"{threshold:.6g}", "", args.model])
+            continue
+        stem = path.stem
+        while stem in used:
+            stem = f"{path.parent.name}_{stem}"
+        used.add(stem)
+        verdict_text = verdict(result.score, threshold)
+        if result.anomaly_map is None:  # image-level detector: a score, no map
+            rows.append([str(path), f"{result.score:.6g}", verdict_text, f"{threshold:.6g}", "", args.model])
+            continue
+        image = read_image(path)
+        heat = render.heatmap_rgb(result.anomaly_map, vmin, vmax)
+        caption = f"{verdict_text}  score {result.score:.2f}  threshold {threshold:.2f}"
+        overlay = render.annotate(image, result.anomaly_map, threshold, vmin=vmin, vmax=vmax, caption=caption)
+        cv2.imwrite(str(out / f"{stem}_heatmap.png"), cv2.cvtColor(heat, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        area = defect_area(result.anomaly_map, threshold)
+        rows.append([str(path), f"{result.score:.6g}", verdict_text, f"{threshold:.6g}", area, args.model])
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "score", "verdict", "threshold", "defect_area_px", "model"])
+            writer.writerows(rows)
+
+    write_atomically(out / "scores.csv", write_csv)
+    n_ng = sum(r[2] == "NG" for r in rows)
+    print(
+        f"scored {len(scores)} images ({n_ng} NG, {len(errors)} unreadable) at threshold {threshold:.4g}; wrote {out}"
+    )
+    if model.random_init:
+        print(f"note: {RANDOM_INIT_NOTE}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:.3f}"
+
+
+def cmd_eval(args: argparse.Namespace, progress: TerminalProgress) -> int:
+    from core.data import find_categories, open_dataset
+    from core.evaluation import evaluate, store_thresholds
+    from core.model import load_any_model
+
+    model = load_any_model(args.model, device=args.device)
+    categories = find_categories(args.data)
+    reports = {}
+    for folder in categories:
+        dataset = open_dataset(folder)
+        report = evaluate(model, dataset, progress=progress, strict=args.strict, on_error=warn)
+        progress.close()
+        reports[dataset.name] = report
+        print(
+            f"{dataset.name}: image AUROC {_fmt(report.image_auroc)}  pixel AUROC {_fmt(report.pixel_auroc)}"
+            f"  PRO {_fmt(report.pro)}  best-F1 threshold {_fmt(report.best_f1_threshold)}"
+        )
+        for defect, entry in report.per_defect_type.items():
+            print(
+                f"  {defect:<20} n={entry['count']:<4} image {_fmt(entry['image_auroc'])}"
+                f"  pixel {_fmt(entry['pixel_auroc'])}  PRO {_fmt(entry['pro'])}"
+            )
+    if model.random_init:
+        print(f"note: {RANDOM_INIT_NOTE}")
+    if args.store_thresholds:
+        if len(reports) != 1:
+            raise SomadError("--store-thresholds needs a single category")
+        store_thresholds(model, next(iter(reports.values())))
+        model.save(args.model)
+        print(f"stored thresholds {model.thresholds} in {args.model}")
+    if args.json:
+        report = eval_json(reports, model.random_init, model.weights_origin)
+        write_text_atomically(args.json, json.dumps(report, indent=2))
+    return 0
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def eval_json(reports: dict, random_init: bool, weights_origin: str | None = None) -> dict:
+    """The ``--json`` report: means over categories at the top, then each category."""
+    return {
+        "image_auroc": _mean([r.image_auroc for r in reports.values()]),
+        "pixel_auroc": _mean([r.pixel_auroc for r in reports.values()]),
+        "pro": _mean([r.pro for r in reports.values()]),
+        "random_init": random_init,
+        "weights_origin": weights_origin,
+        "categories": {name: r.to_dict() for name, r in reports.items()},
+    }
+
+
+def cmd_info(args: argparse.Namespace, progress: TerminalProgress) -> int:
+    from core.model_file import describe_model, read_model_file
+
+    tensors, meta = read_model_file(args.model)
+    size = Path(args.model).stat().st_size
+    if args.json:
+        print(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, indent=2))
+        return 0
+    print(
+        f"model        {args.model} ({size / 2**20:.1f} MiB, format {meta['format_version']}, {meta['method']})"
+    )
+    for field, text in describe_model(meta, int(tensors["channel_indices"].numel())):
+        print(f"{field:<12} {text}")
+    return 0
