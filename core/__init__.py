@@ -35,9 +35,10 @@ from core.errors import (
     SomadError,
     WeightsError,
 )
-from core.evaluation import evaluate, store_thresholds
+from core.evaluation import evaluate, pixel_metrics, store_thresholds, truth_masks
 from core.extraction import extract_features
 from core.features import prepare_backbone_library
+from core.maps import MAX_MAP_SIDE, reduce_map
 from core.memory import estimate_memory
 from core.methods import METHODS
 from core.model import (
@@ -56,6 +57,7 @@ from core.training import fit, fit_method
 __all__ = [
     "DEMO_CONFIG",
     "FALSE_REJECT_RATE",
+    "MAX_MAP_SIDE",
     "METHODS",
     "Cancelled",
     "CategoryReport",
@@ -97,14 +99,17 @@ __all__ = [
     "metrics",
     "model_metadata",
     "open_dataset",
+    "pixel_metrics",
     "prepare_backbone_library",
     "read_image",
     "read_mask",
+    "reduce_map",
     "resolve_device",
     "score_paths",
     "starting_threshold",
     "store_thresholds",
     "threshold_to_use",
+    "truth_masks",
     "verdict",
     "write_atomically",
     "write_bytes_atomically",

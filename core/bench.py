@@ -39,6 +39,7 @@ from core.atomic import write_text_atomically
 from core.bundled_weights import describe_origin
 from core.config import SomadConfig
 from core.errors import DataError
+from core.evaluation import pixel_metrics
 from core.extraction import ExtractedFeatures, FeatureSet, raise_if_empty
 from core.feature_cache import FeatureCache
 from core.methods import METHODS, create_detector
@@ -138,23 +139,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _masks(samples, sizes) -> list[np.ndarray] | None:
-    from core.data import read_mask
-
-    masks = []
-    for sample, size in zip(samples, sizes, strict=True):
-        if sample.label == 0:
-            masks.append(np.zeros(size, bool))
-        elif sample.mask_path is None:
-            return None
-        else:
-            try:
-                masks.append(read_mask(sample.mask_path, size))
-            except DataError:
-                return None
-    return masks
-
-
 def run_method(
     method: str,
     options: Mapping[str, Any],
@@ -163,7 +147,7 @@ def run_method(
     test: ExtractedFeatures,
     augmented: ExtractedFeatures | None,
     labels: np.ndarray,
-    masks: list[np.ndarray] | None,
+    samples: list,
     monitor: Monitor,
 ) -> dict[str, Any]:
     """Fit ``method`` on ``train``, score ``test``; metrics, timings, model size and peak memory."""
@@ -209,9 +193,8 @@ def run_method(
 
     image_scores = np.concatenate(scores)
     pixel_auroc = pro = None
-    if detector.gives_maps and masks is not None:
-        pixel_auroc = metrics.pixel_auroc(masks, maps)
-        pro = metrics.aupro(masks, maps)
+    if detector.gives_maps:
+        pixel_auroc, pro = pixel_metrics(samples, maps)
     model = FittedModel(method, config, detector, train.weights_origin, train.channel_indices, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         model_mb = model.save(Path(tmp) / f"{method}.somad").stat().st_size / 2**20
@@ -302,7 +285,6 @@ def run_bench(
         by_path = {s.path: s for s in samples}
         kept = [by_path[p] for p in test.paths]
         labels = np.array([s.label for s in kept])
-        masks = _masks(kept, test.sizes)
         report["weights_origin"] = train.weights_origin
         report["categories"][dataset.name] = {
             "n_train": len(train.paths),
@@ -310,7 +292,7 @@ def run_bench(
             "n_unreadable": len(train.unreadable) + len(test.unreadable),
             "feature_ms_per_image": test.ms_per_image,
             "train_feature_s": train.seconds,
-            "pixel_masks": masks is not None,
+            "pixel_masks": all(s.label == 0 or s.mask_path is not None for s in kept),
         }
         keys = [train.key, test.key] + ([augmented.key] if augmented is not None else [])
         for method in methods:
@@ -321,7 +303,7 @@ def run_bench(
             else:
                 log(f"{dataset.name} {method}: fitting")
                 result = run_method(
-                    method, options[method], config, train, test, augmented, labels, masks, monitor
+                    method, options[method], config, train, test, augmented, labels, kept, monitor
                 )
                 stored[key] = {"method": method, "category": dataset.name, "result": result}
                 _write_results(results_path, stored)

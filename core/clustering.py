@@ -38,7 +38,7 @@ from core.data import GOOD, IMAGE_SUFFIXES, UNLABELLED, is_mvtec_category, load_
 from core.decision import defect_mask, is_ng, threshold_to_use
 from core.errors import ConfigError, DataError
 from core.extraction import FeatureSet
-from core.maps import smooth
+from core.maps import reduce_map, smooth
 from core.progress import CancelCheck, Monitor, ProgressCallback
 
 __all__ = [
@@ -561,15 +561,6 @@ def collect_images(data: str | Path) -> tuple[list[Path], list[str] | None]:
     return paths, (None if UNLABELLED in types else types)
 
 
-def _reduce_map(m: np.ndarray, side: int) -> np.ndarray:
-    h, w = m.shape
-    scale = side / max(h, w)
-    if scale >= 1.0:
-        return np.ascontiguousarray(m, np.float32)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-
-
 @dataclass
 class Extraction:
     """What the backbone and the detector say about a set of images, reusable by several clustering runs.
@@ -644,7 +635,7 @@ def _extract(model, items: Sequence, monitor: Monitor, *, score: bool, reference
                 best = torch.from_numpy(np.stack([r.best_node for r in results])).long()
                 out.scores += [r.score for r in results]
                 out.grid_maps += list(maps_to_grid(maps, (int(f.shape[2]), int(f.shape[3]))))
-                out.maps += [_reduce_map(m, keep_side) for m in maps]
+                out.maps += [reduce_map(m, keep_side) for m in maps]
                 if reference:
                     out.reference.append(weights[best.to(weights.device)].permute(0, 3, 1, 2).cpu())
         feats.append(f.cpu())
@@ -734,7 +725,7 @@ def compute_descriptors(
         scores = np.array([float(m[inside].max()) for m in maps_np])
         pixel_t = pixel_threshold(maps_np, inside, bconf.pixel_quantile)
         kept_maps = [
-            _reduce_map(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR), config.keep_map_side)
+            reduce_map(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR), config.keep_map_side)
             for m, (h, w) in zip(maps_np, ex.shapes, strict=True)
         ]
         image_t = None

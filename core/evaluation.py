@@ -7,14 +7,15 @@ image metrics still stand) and ``on_error`` hears why. The command line and the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from core import metrics
-from core.data import Dataset, Sample, read_mask
+from core.data import Dataset, read_mask
 from core.decision import FALSE_REJECT_RATE, false_reject_threshold
 from core.errors import DataError
+from core.maps import reduce_map
 from core.model import FittedModel, score_paths
 from core.progress import CancelCheck, Monitor, ProgressCallback
 from core.results import CategoryReport, ImageRecord, ImageResult
@@ -22,10 +23,41 @@ from core.results import CategoryReport, ImageRecord, ImageResult
 ErrorCallback = Callable[[DataError], None]
 
 
-def _pixel_metrics(masks: list[np.ndarray], maps: list[np.ndarray]) -> tuple[float | None, float | None]:
-    if not masks:
+def truth_masks(
+    samples: Sequence, shapes: Sequence[tuple[int, int]], on_error: ErrorCallback | None = None
+) -> list[np.ndarray] | None:
+    """Ground-truth masks of labelled samples (anything with ``label``, ``mask_path`` and ``path``) at the given
+    (height, width): empty for good images, read for defective ones. ``None`` when a defective image has no
+    mask or an unreadable one (``on_error`` hears which): pixel metrics then need skipping, not guessing."""
+    masks = []
+    for sample, shape in zip(samples, shapes, strict=True):
+        if sample.label == 0:
+            masks.append(np.zeros(shape, bool))
+        elif sample.mask_path is None:
+            if on_error is not None:
+                on_error(DataError(sample.path, "no ground-truth mask: pixel metrics are skipped"))
+            return None
+        else:
+            try:
+                masks.append(read_mask(sample.mask_path, shape))
+            except DataError as err:
+                if on_error is not None:
+                    on_error(err)
+                return None
+    return masks
+
+
+def pixel_metrics(
+    samples: Sequence, maps: Sequence[np.ndarray], on_error: ErrorCallback | None = None
+) -> tuple[float | None, float | None]:
+    """Pixel AUROC and PRO (FPR <= 0.3) of ``maps`` against the samples' masks, both measured on maps reduced to
+    at most :data:`~core.maps.MAX_MAP_SIDE` pixels (as the window keeps them); ``(None, None)`` without masks
+    for every defective image or without any defect pixel."""
+    reduced = [reduce_map(m) for m in maps]
+    masks = truth_masks(samples, [m.shape for m in reduced], on_error)
+    if not masks or not any(m.any() for m in masks):
         return None, None
-    return metrics.pixel_auroc(masks, maps), metrics.aupro(masks, maps)
+    return metrics.pixel_auroc(masks, reduced), metrics.aupro(masks, reduced)
 
 
 def evaluate(
@@ -64,19 +96,23 @@ def evaluate(
     monitor = Monitor(progress, cancel)
     labels = np.array([s.label for s, _ in scored])
     scores = np.array([r.score for _, r in scored])
-    masks, maps, types = _load_masks(scored, monitor, on_error)
+    monitor.check()
+    gives_maps = all(r.anomaly_map is not None for _, r in scored)
+    samples = [s for s, _ in scored]
+    maps = [r.anomaly_map for _, r in scored] if gives_maps else []
     image_auroc = metrics.image_auroc(labels, scores)
-    pixel_auroc, pro = _pixel_metrics(masks, maps) if masks is not None else (None, None)
+    pixel_auroc, pro = pixel_metrics(samples, maps, on_error) if gives_maps else (None, None)
     best = metrics.best_f1_threshold(labels, scores) if image_auroc is not None else (None, None)
     per_type: dict[str, dict] = {}
     for defect in sorted({s.defect_type for s, _ in scored if s.label == 1}):
         keep = np.array([s.defect_type in ("good", defect) for s, _ in scored])
         entry: dict = {"count": int(sum(s.defect_type == defect for s, _ in scored))}
         entry["image_auroc"] = metrics.image_auroc(labels[keep], scores[keep])
-        if masks is not None:
-            sub_masks = [m for m, t in zip(masks, types, strict=True) if t in ("good", defect)]
-            sub_maps = [m for m, t in zip(maps, types, strict=True) if t in ("good", defect)]
-            entry["pixel_auroc"], entry["pro"] = _pixel_metrics(sub_masks, sub_maps)
+        if pixel_auroc is not None:
+            entry["pixel_auroc"], entry["pro"] = pixel_metrics(
+                [s for s, k in zip(samples, keep, strict=True) if k],
+                [m for m, k in zip(maps, keep, strict=True) if k],
+            )
         else:
             entry["pixel_auroc"], entry["pro"] = None, None
         per_type[defect] = entry
@@ -92,35 +128,6 @@ def evaluate(
         random_init=model.random_init,
         good_scores=[r.score for s, r in scored if s.label == 0],
     )
-
-
-def _load_masks(
-    scored: list[tuple[Sample, ImageResult]], monitor: Monitor, on_error: ErrorCallback | None
-) -> tuple[list[np.ndarray] | None, list[np.ndarray], list[str]]:
-    """Ground-truth masks at each map's size (empty for good images); ``None`` if any defect lacks one."""
-    masks, maps, types = [], [], []
-    for i, (sample, result) in enumerate(scored):
-        if i % 16 == 0:
-            monitor.check()
-        if result.anomaly_map is None:  # image-level detectors give no map
-            return None, [], []
-        shape = result.anomaly_map.shape
-        if sample.label == 0:
-            masks.append(np.zeros(shape, bool))
-        elif sample.mask_path is None:
-            if on_error is not None:
-                on_error(DataError(sample.path, "no ground-truth mask: pixel metrics are skipped"))
-            return None, [], []
-        else:
-            try:
-                masks.append(read_mask(sample.mask_path, shape))
-            except DataError as err:
-                if on_error is not None:
-                    on_error(err)
-                return None, [], []
-        maps.append(result.anomaly_map)
-        types.append(sample.defect_type)
-    return masks, maps, types
 
 
 def store_thresholds(model: FittedModel, report: CategoryReport) -> None:

@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from core.config import SomadConfig
 
 REFERENCE_SIZE = 224
+#: Longest side of the maps that pixel metrics are computed on and that the window keeps (maps are smooth,
+#: Gaussian sigma of several pixels, so nothing is lost; 1024 px datasets stay within memory).
+MAX_MAP_SIDE = 512
 
 
 def gaussian_kernel1d(sigma: float, device: torch.device) -> torch.Tensor:
@@ -72,3 +75,13 @@ def anomaly_maps(
         patch_scores.float(), config.features.image_size, config.scoring.sigma, list(output_sizes)
     )
     return maps, np.array([image_score(m) for m in maps], dtype=np.float64)
+
+
+def reduce_map(anomaly_map: np.ndarray, max_side: int = MAX_MAP_SIDE) -> np.ndarray:
+    """The map shrunk (area averaging) so its longer side is at most ``max_side``; float32, as it is if smaller."""
+    h, w = anomaly_map.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return np.ascontiguousarray(anomaly_map, np.float32)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(np.asarray(anomaly_map, np.float32), size, interpolation=cv2.INTER_AREA)

@@ -134,37 +134,22 @@ def compute_metrics(
     if not all(results[e.index].has_map for e in labelled):
         metrics.notes.append("this method gives image scores only: pixel AUROC and PRO unavailable")
         return metrics
-    with_masks = [e for e in labelled if e.label == 0 or e.mask_path is not None]
-    if not any(e.mask_path is not None for e in with_masks):
+    if not any(e.mask_path is not None for e in labelled):
         metrics.notes.append("no ground-truth masks: pixel AUROC and PRO unavailable")
         return metrics
-    masks: list[np.ndarray] = []
-    maps: list[np.ndarray] = []
-    n = len(with_masks)
-    for i, entry in enumerate(with_masks):
-        _check(cancel)
-        amap = results[entry.index].anomaly_map
-        if entry.label == 0 or entry.mask_path is None:
-            mask = np.zeros(amap.shape, dtype=bool)
-        else:
-            try:
-                mask = np.asarray(core.read_mask(entry.mask_path, amap.shape), dtype=bool)
-            except core.SomadError as exc:
-                metrics.notes.append(f"mask skipped: {exc}")
-                continue
-        masks.append(mask)
-        maps.append(amap)
-        if progress is not None:
-            progress("metrics", i + 1, n + 1)
-    skipped = sum(1 for e in labelled if e.label == 1 and e.mask_path is None)
-    if skipped:
-        metrics.notes.append(f"{skipped} defective image(s) without a mask left out of pixel metrics")
-    if masks and any(m.any() for m in masks):
-        try:
-            metrics.pixel_auroc = _as_float(core.metrics.pixel_auroc(masks, maps))
-            metrics.pro = _as_float(core.metrics.aupro(masks, maps))
-        except (core.SomadError, ValueError) as exc:
-            metrics.notes.append(f"pixel metrics unavailable: {exc}")
+    _check(cancel)
     if progress is not None:
-        progress("metrics", n + 1, n + 1)
+        progress("metrics", 0, 1)
+    try:
+        pixel_auroc, pro = core.pixel_metrics(
+            labelled,
+            [results[e.index].anomaly_map for e in labelled],
+            on_error=lambda err: metrics.notes.append(f"pixel AUROC and PRO unavailable: {err}"),
+        )
+    except (core.SomadError, ValueError) as exc:
+        metrics.notes.append(f"pixel metrics unavailable: {exc}")
+        pixel_auroc = pro = None
+    metrics.pixel_auroc, metrics.pro = _as_float(pixel_auroc), _as_float(pro)
+    if progress is not None:
+        progress("metrics", 1, 1)
     return metrics

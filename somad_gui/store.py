@@ -17,10 +17,10 @@ import numpy as np
 
 import core
 
-# Anomaly maps are kept at most this many pixels on their long side; larger images get a reduced map, restored
-# to the image's own size (bilinear) when a view or an export needs it. Maps are smooth (Gaussian sigma of
-# several pixels), so nothing visible is lost and 1024 px datasets stay within memory.
-MAX_MAP_SIDE = 512
+# Anomaly maps are kept at most core.MAX_MAP_SIDE pixels on their long side (core.reduce_map, as pixel metrics
+# see them); larger images get a reduced map, restored to the image's own size (bilinear) when a view or an
+# export needs it.
+MAX_MAP_SIDE = core.MAX_MAP_SIDE
 
 UNSCORED = -1
 OK = 0
@@ -83,11 +83,8 @@ class StoredResult:
             )
         amap = np.asarray(result.anomaly_map, dtype=np.float32)
         h, w = amap.shape[:2]
-        scale = max_side / max(h, w)
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            reduced = cv2.resize(amap, size, interpolation=cv2.INTER_AREA)
-        else:
+        reduced = core.reduce_map(amap, max_side)
+        if reduced is amap:
             reduced = amap.copy()
         return cls(
             anomaly_map=reduced,

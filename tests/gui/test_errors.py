@@ -10,6 +10,8 @@ import shutil
 import pytest
 from PySide6 import QtCore
 
+import core
+
 from .conftest import wait_idle
 
 
@@ -114,3 +116,25 @@ def test_root_of_several_categories_opens_the_first_and_lists_the_others(window,
     assert window.session.dataset.name == "cable"
     assert combo.count() == 2 and combo.currentText() == "cable" and combo.isVisibleTo(window)
     assert str(root / "cable") in window.recent_datasets()[0]
+
+
+def test_window_metrics_equal_somad_eval(window, qtbot, gui_demo, gui_model, gui_model_file):
+    """The window and ``somad eval`` (core.evaluate) measure the same model on the same data alike."""
+    s = open_and_score(window, qtbot, gui_demo, gui_model, gui_model_file)
+    report = core.evaluate(gui_model, core.open_dataset(gui_demo))
+    assert report.pixel_auroc is not None and report.pro is not None
+    assert s.metrics.image_auroc == pytest.approx(report.image_auroc, abs=1e-12)
+    assert s.metrics.pixel_auroc == pytest.approx(report.pixel_auroc, abs=1e-12)
+    assert s.metrics.pro == pytest.approx(report.pro, abs=1e-12)
+    assert s.metrics.best_f1_threshold == pytest.approx(report.best_f1_threshold, rel=1e-9)
+
+
+def test_a_defective_image_without_mask_skips_pixel_metrics_as_somad_eval_does(
+    window, qtbot, demo_copy, gui_model, gui_model_file
+):
+    next((demo_copy / "ground_truth" / "spot").iterdir()).unlink()
+    s = open_and_score(window, qtbot, demo_copy, gui_model, gui_model_file)
+    report = core.evaluate(gui_model, core.open_dataset(demo_copy))
+    assert report.pixel_auroc is None and s.metrics.pixel_auroc is None and s.metrics.pro is None
+    assert any("no ground-truth mask" in note for note in s.metrics.notes)
+    assert s.metrics.image_auroc == pytest.approx(report.image_auroc, abs=1e-12)
