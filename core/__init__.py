@@ -12,7 +12,17 @@ Importing this package never imports Qt. Typical use::
 from core import metrics
 from core.atomic import write_atomically, write_bytes_atomically, write_text_atomically
 from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
-from core.data import Dataset, Sample, find_categories, load_images, open_dataset, read_image, read_mask
+from core.data import (
+    Dataset,
+    Sample,
+    find_categories,
+    image_paths,
+    list_images,
+    load_images,
+    open_dataset,
+    read_image,
+    read_mask,
+)
 from core.decision import (
     FALSE_REJECT_RATE,
     defect_area,
@@ -91,7 +101,9 @@ __all__ = [
     "find_categories",
     "fit",
     "fit_method",
+    "image_paths",
     "is_ng",
+    "list_images",
     "load_any_model",
     "load_images",
     "load_model",

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from core.data import GOOD, IMAGE_SUFFIXES, UNLABELLED, is_mvtec_category, load_images
+from core.data import GOOD, UNLABELLED, is_mvtec_category, load_images, typed_images
 from core.decision import defect_mask, is_ng, threshold_to_use
 from core.errors import ConfigError, DataError
 from core.extraction import FeatureSet
@@ -539,26 +539,9 @@ def collect_images(data: str | Path) -> tuple[list[Path], list[str] | None]:
     if not root.is_dir():
         raise DataError(root, "is not a folder" if root.exists() else "does not exist")
     folder = root / "test" if is_mvtec_category(root) else root
-
-    def images_in(d: Path) -> list[Path]:
-        found = (p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return sorted((p for p in found if not p.name.startswith(".")), key=lambda p: p.name)
-
-    paths: list[Path] = []
-    types: list[str] = []
-    if folder.is_dir():
-        for sub in sorted(
-            (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=str
-        ):
-            found = images_in(sub)
-            paths += found
-            types += [sub.name] * len(found)
-        loose = images_in(folder)
-        paths += loose
-        types += [UNLABELLED] * len(loose)
-    if not paths:
-        raise DataError(folder, "no images to cluster (looked in the folder and its sub-folders)")
-    return paths, (None if UNLABELLED in types else types)
+    samples = typed_images(folder)
+    types = [s.defect_type for s in samples]
+    return [s.path for s in samples], (None if UNLABELLED in types else types)
 
 
 @dataclass

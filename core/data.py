@@ -76,11 +76,48 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
 
-def _images_in(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name; hidden and non-image files are skipped."""
+def list_images(folder: str | Path, *, recursive: bool = False) -> list[Path]:
+    """Image files inside ``folder`` (with ``recursive``, in its sub-folders too), sorted by name, then path;
+    hidden files and folders and non-image files are skipped. A missing folder has none."""
+    folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if _is_image(p)), key=lambda p: p.name)
+    if not recursive:
+        return sorted((p for p in folder.iterdir() if _is_image(p)), key=lambda p: p.name)
+    found = [
+        p
+        for p in folder.rglob("*")
+        if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+    return sorted(found)
+
+
+def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Image files named by ``inputs``: files as they are, folders by every image inside them (recursively)."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = list_images(p, recursive=True)
+            if not found:
+                raise DataError(p, "no images in this folder")
+            paths += found
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise DataError(p, "file not found")
+    return paths
+
+
+def typed_images(folder: str | Path) -> list[Sample]:
+    """The images of a folder as unlabelled-or-typed test samples: those in each sub-folder typed by its name,
+    then those lying in the folder itself (type ``unlabelled``)."""
+    folder = _existing_folder(folder)
+    typed = [Sample(p, "test", sub.name) for sub in _subfolders(folder) for p in list_images(sub)]
+    loose = [Sample(p, "test", UNLABELLED) for p in list_images(folder)]
+    if not loose and not typed:
+        raise DataError(folder, "no test images (looked in the folder and its sub-folders)")
+    return typed + loose
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -99,7 +136,7 @@ def _existing_folder(path: str | Path) -> Path:
 
 def is_mvtec_category(path: str | Path) -> bool:
     """True when ``path`` has a ``train/good`` folder holding at least one image."""
-    return bool(_images_in(Path(path).expanduser() / "train" / GOOD))
+    return bool(list_images(Path(path).expanduser() / "train" / GOOD))
 
 
 def find_categories(root: str | Path) -> list[Path]:
@@ -129,19 +166,10 @@ def _mvtec_test(folder: Path) -> list[Sample]:
     samples: list[Sample] = []
     for type_folder in _subfolders(test_root):
         kind = type_folder.name
-        for image in _images_in(type_folder):
+        for image in list_images(type_folder):
             mask = None if kind == GOOD else _find_mask(gt_root / kind, image.stem)
             samples.append(Sample(image, "test", kind, mask))
     return samples
-
-
-def _folder_test(test_path: str | Path) -> list[Sample]:
-    folder = _existing_folder(test_path)
-    loose = [Sample(p, "test", UNLABELLED) for p in _images_in(folder)]
-    typed = [Sample(p, "test", sub.name) for sub in _subfolders(folder) for p in _images_in(sub)]
-    if not loose and not typed:
-        raise DataError(folder, "no test images (looked in the folder and its sub-folders)")
-    return typed + loose
 
 
 def open_dataset(path: str | Path, test_path: str | Path | None = None) -> Dataset:
@@ -159,11 +187,11 @@ def open_dataset(path: str | Path, test_path: str | Path | None = None) -> Datas
         test = [] if test_path is not None else _mvtec_test(folder)
     else:
         layout, train_folder, test = "folder", folder, []
-    train = [Sample(p, "train", GOOD) for p in _images_in(train_folder)]
+    train = [Sample(p, "train", GOOD) for p in list_images(train_folder)]
     if not train:
         raise DataError(folder, f"no training images (looked in {train_folder})")
     if test_path is not None:
-        test = _folder_test(test_path)
+        test = typed_images(test_path)
     return Dataset(folder.name, folder, train, test, layout)
 
 

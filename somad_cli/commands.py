@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,36 +53,16 @@ def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
     return 0
 
 
-def _image_paths(inputs: Sequence[str]) -> list[Path]:
-    from core.data import IMAGE_SUFFIXES
-
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(
-                q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")
-            )
-            if not found:
-                raise DataError(p, "no images in this folder")
-            paths += found
-        elif p.exists():
-            paths.append(p)
-        else:
-            raise DataError(p, "file not found")
-    return paths
-
-
 def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
     import cv2
 
     from core import render
-    from core.data import read_image
+    from core.data import image_paths, read_image
     from core.model import load_any_model, score_paths
 
     model = load_any_model(args.model, device=args.device)
     threshold = threshold_to_use(model.thresholds, args.threshold, hint="pass --threshold")
-    paths = _image_paths(args.paths)
+    paths = image_paths(args.paths)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, errors = score_paths(model, paths, progress=progress, strict=args.strict, on_error=warn)
