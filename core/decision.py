@@ -12,7 +12,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from core.errors import ConfigError
-from core.metrics import threshold_for_false_reject_rate
 
 #: The share of good images the ``*_false_reject_1pct`` thresholds reject.
 FALSE_REJECT_RATE = 0.01
@@ -62,6 +61,29 @@ def threshold_to_use(
     if value is None:
         raise ConfigError("the model holds no threshold" + (f": {hint}" if hint else ""))
     return value
+
+
+def threshold_for_false_reject_rate(good_scores: np.ndarray, rate: float) -> float:
+    """Smallest threshold t with (number of good scores >= t) / (number of good scores) <= ``rate``.
+
+    With k the largest count allowed, t is the float just above the (k+1)-th largest good score
+    (``np.nextafter``); with ``rate`` 0 that is just above the maximum, so no good image is rejected.
+    The step is a float64 one: compare scores to t in float64, not after rounding t to float32.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"rate: expected 0 <= rate < 1, got {rate}")
+    s = np.asarray(good_scores, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0 or np.isnan(s).any():
+        raise ValueError(f"good_scores: expected a non-empty 1-D array without NaN, got shape {s.shape}")
+    s = np.sort(s)[::-1]
+    n = s.size
+    k = int(np.floor(rate * n))
+    # Correct the rounding of rate * n so that k / n <= rate < (k + 1) / n holds as computed.
+    if (k + 1) / n <= rate:
+        k += 1
+    elif k / n > rate:
+        k -= 1
+    return float(np.nextafter(s[k], np.inf))
 
 
 def false_reject_threshold(good_scores: np.ndarray, rate: float = FALSE_REJECT_RATE) -> float | None:

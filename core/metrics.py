@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike
 from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
+from core.decision import is_ng
 from core.errors import ConfigError
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "pixel_auroc",
     "pro_curve",
     "roc_curve_points",
-    "threshold_for_false_reject_rate",
 ]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -183,9 +183,31 @@ class Confusion:
     tn: int
     fn: int
 
+    @classmethod
+    def from_predictions(cls, labels: ArrayLike, predicted: ArrayLike) -> Confusion:
+        """Counts from truths (1 = defective) and predictions (True = judged defective) of the same images."""
+        y = np.asarray(labels).astype(bool)
+        p = np.asarray(predicted).astype(bool)
+        return cls(
+            tp=int(np.sum(p & y)), fp=int(np.sum(p & ~y)), tn=int(np.sum(~p & ~y)), fn=int(np.sum(~p & y))
+        )
+
     @staticmethod
     def _ratio(num: int, den: int) -> float:
         return num / den if den else 0.0
+
+    def defined(self, name: str) -> float | None:
+        """The ratio ``name`` (precision, recall, f1, false_reject_rate, escape_rate, accuracy), or ``None``
+        where it is undefined: a zero denominator, or for F1 no true positive."""
+        dens = {
+            "precision": self.tp + self.fp,
+            "recall": self.tp + self.fn,
+            "f1": self.tp,
+            "false_reject_rate": self.fp + self.tn,
+            "escape_rate": self.fn + self.tp,
+            "accuracy": self.tp + self.fp + self.tn + self.fn,
+        }
+        return getattr(self, name) if dens[name] else None
 
     @property
     def precision(self) -> float:
@@ -222,15 +244,9 @@ def _threshold(threshold: float) -> float:
 
 
 def confusion_at(labels: ArrayLike, scores: ArrayLike, threshold: float) -> Confusion:
-    """Confusion counts when an image is predicted defective if ``score >= threshold``."""
+    """Confusion counts when an image is predicted defective by the verdict rule (:func:`core.decision.is_ng`)."""
     y, s = _labelled(labels, scores)
-    pred = s >= _threshold(threshold)
-    return Confusion(
-        tp=int(np.sum(pred & y)),
-        fp=int(np.sum(pred & ~y)),
-        tn=int(np.sum(~pred & ~y)),
-        fn=int(np.sum(~pred & y)),
-    )
+    return Confusion.from_predictions(y, is_ng(s, _threshold(threshold)))
 
 
 def f1_at(labels: ArrayLike, scores: ArrayLike, threshold: float) -> float:
@@ -253,26 +269,6 @@ def best_f1_threshold(labels: ArrayLike, scores: ArrayLike) -> tuple[float, floa
     f1 = np.divide(2 * precision * recall, den, out=np.zeros_like(den), where=den > 0)
     i = int(np.argmax(f1))
     return float(thresholds[i]), float(f1[i])
-
-
-def threshold_for_false_reject_rate(good_scores: ArrayLike, rate: float) -> float:
-    """Smallest threshold t with (number of good scores >= t) / (number of good scores) <= ``rate``.
-
-    With k the largest count allowed, t is the float just above the (k+1)-th largest good score
-    (``np.nextafter``); with ``rate`` 0 that is just above the maximum, so no good image is rejected.
-    The step is a float64 one: compare scores to t in float64, not after rounding t to float32.
-    """
-    if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"rate: expected 0 <= rate < 1, got {rate}")
-    s = np.sort(_scores(good_scores, "good_scores"))[::-1]
-    n = s.size
-    k = int(np.floor(rate * n))
-    # Correct the rounding of rate * n so that k / n <= rate < (k + 1) / n holds as computed.
-    if (k + 1) / n <= rate:
-        k += 1
-    elif k / n > rate:
-        k -= 1
-    return float(np.nextafter(s[k], np.inf))
 
 
 def roc_curve_points(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -238,7 +238,7 @@ def test_store_thresholds_adds_best_f1_and_false_reject(fitted, demo_report):
     assert model.thresholds["best_f1"] == pytest.approx(demo_report.best_f1_threshold)
     good = np.asarray(demo_report.good_scores)
     assert model.thresholds["false_reject_1pct"] == pytest.approx(
-        metrics.threshold_for_false_reject_rate(good, 0.01)
+        core.decision.threshold_for_false_reject_rate(good, 0.01)
     )
     assert model.thresholds["false_reject_1pct"] >= np.quantile(good, 0.9)
     assert "train_false_reject_1pct" in model.thresholds

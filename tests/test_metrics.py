@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from core.decision import threshold_for_false_reject_rate
 from core.errors import ConfigError
 from core.metrics import (
     Confusion,
@@ -18,7 +19,6 @@ from core.metrics import (
     pixel_auroc,
     pro_curve,
     roc_curve_points,
-    threshold_for_false_reject_rate,
 )
 
 

@@ -3,42 +3,56 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+import core
 from somad_gui.store import NG, OK, ResultStore
 
 
 @dataclass(frozen=True)
 class Summary:
+    """OK / NG counts of the scored test images and the confusion counts of the labelled ones; ratios are
+    ``None`` where undefined (shown as n/a)."""
+
     ok: int
     ng: int
     unscored: int
     labelled: int
-    tp: int = 0
-    fp: int = 0
-    tn: int = 0
-    fn: int = 0
+    confusion: core.metrics.Confusion = field(default_factory=lambda: core.metrics.Confusion(0, 0, 0, 0))
+
+    @property
+    def tp(self) -> int:
+        return self.confusion.tp
+
+    @property
+    def fp(self) -> int:
+        return self.confusion.fp
+
+    @property
+    def tn(self) -> int:
+        return self.confusion.tn
+
+    @property
+    def fn(self) -> int:
+        return self.confusion.fn
 
     @property
     def precision(self) -> float | None:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
+        return self.confusion.defined("precision")
 
     @property
     def recall(self) -> float | None:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
+        return self.confusion.defined("recall")
 
     @property
     def f1(self) -> float | None:
-        p, r = self.precision, self.recall
-        if p is None or r is None or p + r == 0:
-            return None
-        return 2 * p * r / (p + r)
+        return self.confusion.defined("f1")
 
     @property
     def fpr(self) -> float | None:
-        return self.fp / (self.fp + self.tn) if self.fp + self.tn else None
+        return self.confusion.defined("false_reject_rate")
 
     @property
     def tpr(self) -> float | None:
@@ -58,10 +72,7 @@ def summarize(store: ResultStore) -> Summary:
         ng=int(np.count_nonzero(verdicts == NG)),
         unscored=int(np.count_nonzero(~scored)),
         labelled=int(np.count_nonzero(known)),
-        tp=int(np.count_nonzero((v == NG) & (lab == 1))),
-        fp=int(np.count_nonzero((v == NG) & (lab == 0))),
-        tn=int(np.count_nonzero((v == OK) & (lab == 0))),
-        fn=int(np.count_nonzero((v == OK) & (lab == 1))),
+        confusion=core.metrics.Confusion.from_predictions(lab == 1, v == NG),
     )
 
 

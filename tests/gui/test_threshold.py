@@ -49,7 +49,7 @@ def test_presets_match_the_core_metrics(panel, loaded_window):
     panel.frr_spin.setValue(25.0)
     panel.apply_false_reject_rate()
     good = session.store.good_scores()
-    assert session.threshold == pytest.approx(core.metrics.threshold_for_false_reject_rate(good, 0.25))
+    assert session.threshold == pytest.approx(core.decision.threshold_for_false_reject_rate(good, 0.25))
     assert np.mean(good >= session.threshold) <= 0.25
     panel.apply_model_threshold()
     assert session.threshold == pytest.approx(session.model.threshold)
