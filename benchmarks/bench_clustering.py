@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import core
-    from core import clustering as C
-    from core.blind import BlindConfig
-    from core.contrastive import ContrastiveConfig
+    from core import defects as C
+    from core.defects.blind import BlindConfig
+    from core.defects.contrastive import ContrastiveConfig
 
     model = core.load_model(args.model, device=args.device)
     paths, types = C.collect_images(args.data)

@@ -9,7 +9,7 @@ Importing this package never imports Qt. Typical use::
     model.save("bottle.somad")
 """
 
-from core import metrics
+from core import defects, metrics
 from core.atomic import write_atomically, write_bytes_atomically, write_text_atomically
 from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
 from core.data import (
@@ -61,6 +61,7 @@ from core.model import (
     score_paths,
 )
 from core.model_file import describe_model
+from core.progress import Monitor
 from core.results import CategoryReport, ImageRecord, ImageResult
 from core.training import fit, fit_method
 
@@ -81,6 +82,7 @@ __all__ = [
     "ImageResult",
     "MethodModel",
     "ModelFileError",
+    "Monitor",
     "ResourceError",
     "Sample",
     "ScoringConfig",
@@ -93,6 +95,7 @@ __all__ = [
     "available_devices",
     "defect_area",
     "defect_mask",
+    "defects",
     "describe_model",
     "estimate_memory",
     "evaluate",

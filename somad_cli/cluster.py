@@ -14,7 +14,6 @@ cluster, each thumbnail outlined where its anomaly map reaches the threshold.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import cv2
 
-from core.atomic import write_atomically, write_text_atomically
+from core.atomic import write_text_atomically
 from core.errors import ConfigError, DataError
 from somad_cli.common import RANDOM_INIT_NOTE, run_command
 
@@ -84,14 +83,10 @@ def _fmt(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:.3f}"
 
 
-def cluster_name(label: int) -> str:
-    return "good" if label == 0 else f"cluster_{label}"
-
-
 def cmd_cluster(args: argparse.Namespace, progress) -> int:
-    from core.blind import BlindConfig
-    from core.clustering import ClusteringConfig, DescriptorConfig, cluster_images, collect_images
-    from core.contrastive import ContrastiveConfig
+    from core.defects import ClusteringConfig, DescriptorConfig, cluster_images, collect_images
+    from core.defects.blind import BlindConfig
+    from core.defects.contrastive import ContrastiveConfig
     from core.model import load_model
 
     if args.n is not None and args.n < 1:
@@ -171,29 +166,14 @@ def cmd_cluster(args: argparse.Namespace, progress) -> int:
 
 def write_outputs(result, out: Path, root: Path, *, thumb: int = 128) -> Path:
     """``clusters.csv`` and ``cluster_<k>_<name>.png`` contact sheets of a :class:`ClusterResult`."""
-    from core.clustering import contact_sheet, thumbnail
     from core.data import read_image
+    from core.defects import cluster_name, contact_sheet, thumbnail, write_cluster_csv
 
     out.mkdir(parents=True, exist_ok=True)
 
-    def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", "cluster", "cluster_name", "score", "defect_type"])
-            for i, path in enumerate(result.paths):
-                label = int(result.labels[i])
-                truth = result.defect_types[i] if result.defect_types is not None else ""
-                writer.writerow(
-                    [
-                        "" if path is None else str(path),
-                        label,
-                        cluster_name(label),
-                        f"{result.scores[i]:.6g}",
-                        truth,
-                    ]
-                )
-
-    write_atomically(out / CSV_NAME, write_csv)
+    write_cluster_csv(
+        out / CSV_NAME, result.paths, result.labels, scores=result.scores, defect_types=result.defect_types
+    )
     for label, members in result.members().items():
         thumbs, captions = [], []
         for i in members:

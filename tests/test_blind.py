@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from core.blind import (
+from core.defects.blind import (
     BlindConfig,
     FeatureVAE,
     blind_analysis,

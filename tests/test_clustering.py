@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import core
-from core import clustering as C
+from core import defects as C
 from core.demo import demo_part
 from core.errors import Cancelled, ConfigError
 from tests.conftest import make_config
@@ -265,7 +265,7 @@ def test_scores_match_the_model(parts_model, planted, plain_descriptors):
 
 
 def test_contrastive_loss_by_hand():
-    from core.contrastive import contrastive_loss
+    from core.defects.contrastive import contrastive_loss
 
     a = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     b = torch.tensor([[0.3, 0.4], [0.3, 0.0], [0.6, 0.8]])  # distances 0.5, 0.3, 1.0
@@ -275,7 +275,7 @@ def test_contrastive_loss_by_hand():
 
 
 def test_neighbours_are_nearest_and_non_neighbours_far():
-    from core.contrastive import mine_neighbours
+    from core.defects.contrastive import mine_neighbours
 
     x = np.array([[0.0], [1.0], [2.0], [3.0], [10.0], [11.0], [12.0], [13.0]])
     near, far = mine_neighbours(x, 3, np.random.default_rng(0))
@@ -286,7 +286,7 @@ def test_neighbours_are_nearest_and_non_neighbours_far():
 
 
 def test_contrastive_head_learns_and_reports_progress_and_cancel(parts_model, planted):
-    from core.contrastive import ContrastiveConfig, train_head
+    from core.defects.contrastive import ContrastiveConfig, train_head
 
     images, kinds, _ = planted
     stages = []
@@ -323,7 +323,7 @@ def test_contrastive_head_learns_and_reports_progress_and_cancel(parts_model, pl
 
 
 def test_blind_mode_needs_no_threshold(parts_model, planted):
-    from core.blind import BlindConfig
+    from core.defects.blind import BlindConfig
 
     images, kinds, _ = planted
     result = C.cluster_images(

@@ -7,12 +7,11 @@ and thumbnail rendering run in background jobs (:mod:`somad_gui.workers`); the G
 
 The pane takes plain data: paths, cluster labels (0 = judged good), and either ready thumbnails or images/paths
 with anomaly maps and the threshold that outlines defects on them. :meth:`DefectTypesWidget.start_clustering`
-runs :func:`core.clustering.compute_descriptors` and :func:`core.clustering.cluster_set` for a fitted model.
+runs :func:`core.defects.compute_descriptors` and :func:`core.defects.cluster_set` for a fitted model.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from functools import partial
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+import core
 from somad_gui import dialogs
 from somad_gui.defect_types.names import ClusterNames
 from somad_gui.workers import Job, JobRunner
@@ -45,25 +45,23 @@ def make_thumbnails(
 
     An unreadable file gives ``None``. Pure numpy/OpenCV: runs in a worker thread.
     """
-    from core.clustering import thumbnail
-    from core.data import read_image
-    from core.errors import DataError
-    from core.progress import Monitor
 
-    monitor = Monitor(progress, cancel)
+    monitor = core.Monitor(progress, cancel)
     out: list[np.ndarray | None] = []
     for i, item in enumerate(items):
         if i % 8 == 0:
             monitor.step("thumbnails", i, len(items))
         try:
-            image = item if isinstance(item, np.ndarray) else read_image(item) if item is not None else None
-        except DataError:
+            image = (
+                item if isinstance(item, np.ndarray) else core.read_image(item) if item is not None else None
+            )
+        except core.DataError:
             image = None
         if image is None:
             out.append(None)
             continue
         amap = None if maps is None else maps[i]
-        out.append(thumbnail(image, amap, threshold, side))
+        out.append(core.defects.thumbnail(image, amap, threshold, side))
     monitor.step("thumbnails", len(items), len(items))
     return out
 
@@ -72,10 +70,11 @@ CLUSTER_TIP = "Compute descriptors of the images and cluster them (in the backgr
 
 
 def _clustering_work(model, images, kwargs: dict, n, config, side: int, *, progress=None, cancel=None):
-    from core.clustering import cluster_set, compute_descriptors
 
-    data = compute_descriptors(model, images, config=config, progress=progress, cancel=cancel, **kwargs)
-    result = cluster_set(data, n, config)
+    data = core.defects.compute_descriptors(
+        model, images, config=config, progress=progress, cancel=cancel, **kwargs
+    )
+    result = core.defects.cluster_set(data, n, config)
     # Arrays are always kept; files that could not be read are left out of the result, so go by its paths.
     items = list(images) if all(isinstance(i, np.ndarray) for i in images) else list(result.paths)
     thumbs = make_thumbnails(items, result.maps, result.map_threshold, side, progress=progress, cancel=cancel)
@@ -83,9 +82,8 @@ def _clustering_work(model, images, kwargs: dict, n, config, side: int, *, progr
 
 
 def _recluster_work(data, n, config, *, progress=None, cancel=None):
-    from core.clustering import cluster_set
 
-    return cluster_set(data, n, config)
+    return core.defects.cluster_set(data, n, config)
 
 
 def to_pixmap(rgb: np.ndarray) -> QtGui.QPixmap:
@@ -222,7 +220,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
 
     image_selected = QtCore.Signal(Path)
     labelsChanged = QtCore.Signal(object)  # numpy array of labels
-    clusteringFinished = QtCore.Signal(object)  # core.clustering.ClusterResult
+    clusteringFinished = QtCore.Signal(object)  # core.defects.ClusterResult
     clusteringFailed = QtCore.Signal(str)
     thumbnailsReady = QtCore.Signal()
 
@@ -245,7 +243,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
         self.dataset: Path | None = None
         self.names = ClusterNames(None, settings_store)
         self._icons: list[QtGui.QIcon | None] = []
-        self._descriptors = None  # core.clustering.DescriptorSet of the last clustering run here
+        self._descriptors = None  # core.defects.DescriptorSet of the last clustering run here
         self._config = None
         self._job: Job | None = None
         self._source: dict | None = None  # what the Cluster button clusters (see set_source)
@@ -357,7 +355,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
         return job
 
     def set_result(self, result, *, dataset: str | Path | None = None, thumbnails=None) -> Job | None:
-        """Show a :class:`core.clustering.ClusterResult` (thumbnails rendered in the background if not given)."""
+        """Show a :class:`core.defects.ClusterResult` (thumbnails rendered in the background if not given)."""
         return self.set_clusters(
             result.paths,
             result.labels,
@@ -433,9 +431,8 @@ class DefectTypesWidget(QtWidgets.QWidget):
         config=None,
     ) -> Job:
         """Cluster ``images`` with ``model`` in a background job, then show the result."""
-        from core.clustering import ClusteringConfig
 
-        config = config or ClusteringConfig(method=self.method_combo.currentData())
+        config = config or core.defects.ClusteringConfig(method=self.method_combo.currentData())
         if n is None and self.n_spin.value() > 0:
             n = self.n_spin.value()
         kwargs = {
@@ -455,9 +452,9 @@ class DefectTypesWidget(QtWidgets.QWidget):
             return None
         from dataclasses import replace
 
-        from core.clustering import ClusteringConfig
-
-        config = replace(self._config or ClusteringConfig(), method=self.method_combo.currentData())
+        config = replace(
+            self._config or core.defects.ClusteringConfig(), method=self.method_combo.currentData()
+        )
         if n is None:
             n = self.n_spin.value() or None
         fn = partial(_recluster_work, self._descriptors, n, config)
@@ -626,22 +623,14 @@ class DefectTypesWidget(QtWidgets.QWidget):
     # -- export -------------------------------------------------------------------------------------------
     def export_csv(self, path: str | Path) -> Path:
         """Write file, cluster, cluster name (and score, folder type when known) for every image."""
-        path = Path(path)
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", "cluster", "cluster_name", "score", "defect_type"])
-            for i, p in enumerate(self.paths):
-                label = int(self._labels[i])
-                writer.writerow(
-                    [
-                        "" if p is None else str(p),
-                        label,
-                        self.names.name(label),
-                        "" if self.scores is None else f"{self.scores[i]:.6g}",
-                        "" if self.defect_types is None else self.defect_types[i],
-                    ]
-                )
-        return path
+        return core.defects.write_cluster_csv(
+            path,
+            self.paths,
+            self._labels,
+            name=self.names.name,
+            scores=self.scores,
+            defect_types=self.defect_types,
+        )
 
     def export_dialog(self) -> Path | None:
         start = str((self.dataset or Path.home()) / "defect_types.csv")
