@@ -14,7 +14,7 @@ from PySide6 import QtCore, QtGui
 
 from core.render import PREDICTED_COLOUR
 from somad_gui.defect_types import ClusterNames, DefectTypesDock, DefectTypesWidget, make_thumbnails
-from somad_gui.defect_types.widget import NEW_CLUSTER
+from somad_gui.defect_types.views import NEW_CLUSTER
 
 
 class DictStore:
