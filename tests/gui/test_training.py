@@ -134,7 +134,8 @@ def test_cancel_midway_leaves_no_model(opened, panel, qtbot, tmp_path):
 
 
 def test_gui_thread_stays_responsive_during_a_fit(window, qtbot, demo_default):
-    """The demo's own fit (40 images of 128 px, ResNet-18, 16 x 16 SOM) with a 20 ms heartbeat."""
+    """A fit of a few seconds on the demo set (40 images at 192 px, 16 x 16 SOM, 20 epochs) with a 20 ms
+    heartbeat."""
     session = window.session
     with qtbot.waitSignal(session.datasetChanged, timeout=60_000):
         window.open_dataset(demo_default)
@@ -150,7 +151,9 @@ def test_gui_thread_stays_responsive_during_a_fit(window, qtbot, demo_default):
     timer = QtCore.QTimer()
     timer.timeout.connect(beat)
     timer.start(20)
-    job = session.fit(core.DEMO_CONFIG.with_changes(device="cpu"))
+    job = session.fit(
+        core.DEMO_CONFIG.with_changes(device="cpu", features={"image_size": 192}, som={"epochs": 20})
+    )
     t0 = last[0] = time.monotonic()
     with qtbot.waitSignal(session.fitFinished, timeout=180_000):
         pass
