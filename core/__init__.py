@@ -48,6 +48,7 @@ from core.errors import (
 from core.evaluation import evaluate, pixel_metrics, store_thresholds, truth_masks
 from core.extraction import extract_features
 from core.features import prepare_backbone_library
+from core.fit_options import FitOption, apply_options, fit_options, parse_layers, read_option
 from core.maps import MAX_MAP_SIDE, reduce_map
 from core.memory import estimate_memory
 from core.methods import METHODS
@@ -61,6 +62,7 @@ from core.model import (
     score_paths,
 )
 from core.model_file import describe_model
+from core.option_doc import OPTION_GROUPS, OptionDoc
 from core.progress import Monitor
 from core.results import CategoryReport, ImageRecord, ImageResult
 from core.training import fit, fit_method
@@ -70,12 +72,14 @@ __all__ = [
     "FALSE_REJECT_RATE",
     "MAX_MAP_SIDE",
     "METHODS",
+    "OPTION_GROUPS",
     "Cancelled",
     "CategoryReport",
     "ConfigError",
     "DataError",
     "Dataset",
     "FeatureConfig",
+    "FitOption",
     "FittedModel",
     "ImageReadError",
     "ImageRecord",
@@ -83,6 +87,7 @@ __all__ = [
     "MethodModel",
     "ModelFileError",
     "Monitor",
+    "OptionDoc",
     "ResourceError",
     "Sample",
     "ScoringConfig",
@@ -92,6 +97,7 @@ __all__ = [
     "SomadModel",
     "StatisticsConfig",
     "WeightsError",
+    "apply_options",
     "available_devices",
     "defect_area",
     "defect_mask",
@@ -104,6 +110,7 @@ __all__ = [
     "find_categories",
     "fit",
     "fit_method",
+    "fit_options",
     "image_paths",
     "is_ng",
     "list_images",
@@ -114,10 +121,12 @@ __all__ = [
     "metrics",
     "model_metadata",
     "open_dataset",
+    "parse_layers",
     "pixel_metrics",
     "prepare_backbone_library",
     "read_image",
     "read_mask",
+    "read_option",
     "reduce_map",
     "resolve_device",
     "score_paths",

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from core.errors import ConfigError
+from core.option_doc import option_doc as _doc
 
 SomInit = Literal["positional", "pca", "random"]
 
@@ -25,15 +26,112 @@ class FeatureConfig:
     resized to, without cropping, so maps cover the whole image.
     """
 
-    backbone: str = "tf_efficientnet_lite0"
-    layers: tuple[int, ...] = (1, 2, 3)
-    image_size: int = 224
-    dims: int = 200
+    backbone: str = field(
+        default="tf_efficientnet_lite0",
+        metadata=_doc(
+            "Backbone",
+            "timm model name of the feature extractor (any timm CNN with features_only support).\n"
+            "tf_efficientnet_lite0/1/2 come with ImageNet weights; others download theirs from timm's hub\n"
+            "(the paper uses wide_resnet50_2).",
+            "Features",
+            "backbone",
+            flag="--backbone",
+            suggestions=(
+                "tf_efficientnet_lite0",
+                "tf_efficientnet_lite1",
+                "tf_efficientnet_lite2",
+                "wide_resnet50_2",
+                "resnet18",
+                "resnet34",
+                "resnet50",
+                "wide_resnet101_2",
+            ),
+        ),
+    )
+    layers: tuple[int, ...] = field(
+        default=(1, 2, 3),
+        metadata=_doc(
+            "Layers",
+            "Backbone stages whose features are concatenated (timm features_only indices, e.g. 1, 2, 3 =\n"
+            "strides 4, 8 and 16); every stage is upsampled to the finest one's grid.",
+            "Features",
+            "layers",
+            flag="--layers",
+        ),
+    )
+    image_size: int = field(
+        default=224,
+        metadata=_doc(
+            "Image size",
+            "Square input size in pixels; images are resized without cropping so maps cover the whole image.",
+            "Features",
+            "int",
+            32,
+            2048,
+            32,
+            flag="--image-size",
+        ),
+    )
+    dims: int = field(
+        default=200,
+        metadata=_doc(
+            "Feature dims",
+            "Channels kept from the concatenated features (a fixed random subset, saved in the model; all of\n"
+            "them when there are fewer). Fewer dims: smaller per-node covariances, faster fitting and scoring.",
+            "Features",
+            "int",
+            1,
+            4096,
+            8,
+            flag="--dims",
+        ),
+    )
     seed: int = 0
-    weights: str | None = None
-    random_init: bool = False
-    zero_init_last: bool = False
-    batch_size: int = 4
+    weights: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Weights file",
+            "Backbone weights from a local file (safetensors or a torch state dict). Empty: the bundled\n"
+            "ImageNet weights for the EfficientNet-Lites, timm's pretrained weights (downloaded once) for others.",
+            "Features",
+            "file",
+            flag="--weights",
+        ),
+    )
+    random_init: bool = field(
+        default=False,
+        metadata=_doc(
+            "Random init",
+            "Use a randomly initialised backbone (no pretrained weights): shows the pipeline end to end,\n"
+            "but its scores are far below real features'; every report and the window title say so.",
+            "Features",
+            "bool",
+            flag="--random-init",
+        ),
+    )
+    zero_init_last: bool = field(
+        default=False,
+        metadata=_doc(
+            "Zero-init last norm",
+            "With random init: zero each residual block's last normalisation (timm's default).",
+            "Features",
+            "bool",
+            flag="--zero-init-last",
+            form=False,
+        ),
+    )
+    batch_size: int = field(
+        default=4,
+        metadata=_doc(
+            "Batch size",
+            "Images per forward pass of the backbone.",
+            "Features",
+            "int",
+            1,
+            256,
+            flag="--batch-size",
+        ),
+    )
 
     def validate(self) -> None:
         if not self.backbone:
@@ -58,12 +156,71 @@ class SomConfig:
     to ``sigma_end`` over ``epochs`` full passes over the training patches.
     """
 
-    rows: int = 56
-    cols: int = 56
-    epochs: int = 10
-    sigma_start: float | None = None
-    sigma_end: float = 0.5
-    init: SomInit = "positional"
+    rows: int = field(
+        default=56,
+        metadata=_doc(
+            "SOM rows", "Rows of the Self-Organizing Map grid (the paper: 56).", "SOM", "int", 1, 512
+        ),
+    )
+    cols: int = field(
+        default=56,
+        metadata=_doc(
+            "SOM cols", "Columns of the Self-Organizing Map grid (the paper: 56).", "SOM", "int", 1, 512
+        ),
+    )
+    epochs: int = field(
+        default=10,
+        metadata=_doc(
+            "Epochs",
+            "Full passes of the batch SOM algorithm over the training patches.",
+            "SOM",
+            "int",
+            1,
+            1000,
+            flag="--epochs",
+        ),
+    )
+    sigma_start: float | None = field(
+        default=None,
+        metadata=_doc(
+            "Neighbourhood σ start",
+            "Initial Gaussian neighbourhood radius in nodes; Auto: a quarter of the map side.",
+            "SOM",
+            "optional_float",
+            0.0,
+            1000.0,
+            0.5,
+            2,
+            special="Auto",
+            flag="--sigma-start",
+        ),
+    )
+    sigma_end: float = field(
+        default=0.5,
+        metadata=_doc(
+            "Neighbourhood σ end",
+            "Final neighbourhood radius in nodes, reached at the last epoch.",
+            "SOM",
+            "float",
+            0.01,
+            1000.0,
+            0.1,
+            2,
+            flag="--sigma-end",
+        ),
+    )
+    init: SomInit = field(
+        default="positional",
+        metadata=_doc(
+            "Initialisation",
+            "positional: every node starts at the mean of the training patches at its grid position (paper);\n"
+            "pca: on the plane of the first two principal components; random: random training patches.",
+            "SOM",
+            "choice",
+            choices=("positional", "pca", "random"),
+            flag="--som-init",
+        ),
+    )
     seed: int = 0
     chunk_size: int = 8192
 
@@ -92,8 +249,35 @@ class StatisticsConfig:
     the pooled within-node covariance each node's covariance is shrunk towards; 0 gives Eq. 2 as printed.
     """
 
-    lam: float = 0.01
-    shrinkage: float = 0.0
+    lam: float = field(
+        default=0.01,
+        metadata=_doc(
+            "λ (ridge)",
+            "Lambda added to the diagonal of every covariance (Eq. 2) to keep it invertible.",
+            "Statistics and scoring",
+            "float",
+            1e-6,
+            100.0,
+            0.001,
+            4,
+            flag="--lambda",
+        ),
+    )
+    shrinkage: float = field(
+        default=0.0,
+        metadata=_doc(
+            "Shrinkage n₀",
+            "Prior strength in samples of the pooled covariance each node's covariance is shrunk towards;\n"
+            "0 gives Eq. 2 as printed. Helps nodes with few training patches.",
+            "Statistics and scoring",
+            "float",
+            0.0,
+            1e6,
+            1.0,
+            1,
+            flag="--shrinkage",
+        ),
+    )
 
     def validate(self) -> None:
         if self.lam <= 0:
@@ -106,8 +290,32 @@ class StatisticsConfig:
 class ScoringConfig:
     """Anomaly-map options: ``k`` nearest nodes (Eq. 1), Gaussian smoothing ``sigma`` in pixels of a 224 grid."""
 
-    k: int = 4
-    sigma: float = 4.0
+    k: int = field(
+        default=4,
+        metadata=_doc(
+            "k nearest nodes",
+            "Each patch is scored against its k nearest SOM nodes (Eq. 1; the paper: 4).",
+            "Statistics and scoring",
+            "int",
+            1,
+            256,
+            flag="--k",
+        ),
+    )
+    sigma: float = field(
+        default=4.0,
+        metadata=_doc(
+            "Smoothing σ",
+            "Gaussian smoothing of the anomaly map, in pixels of a 224 grid (the paper: 4; 0 = none).",
+            "Statistics and scoring",
+            "float",
+            0.0,
+            64.0,
+            0.5,
+            1,
+            flag="--sigma",
+        ),
+    )
 
     def validate(self) -> None:
         if self.k < 1:
@@ -124,8 +332,30 @@ class SomadConfig:
     som: SomConfig = field(default_factory=SomConfig)
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    device: str = "auto"
-    max_train: int | None = None
+    device: str = field(
+        default="auto",
+        metadata=_doc(
+            "Device",
+            "Where features are computed and the SOM is fitted: auto (the GPU when there is one), cpu, cuda[:N].",
+            "Run",
+            "device",
+            flag="--device",
+        ),
+    )
+    max_train: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Max train images",
+            "Use at most this many training images (spread evenly); All: every training image.",
+            "Run",
+            "optional_int",
+            0,
+            100000,
+            10,
+            special="All",
+            flag="--max-train",
+        ),
+    )
 
     def validate(self) -> SomadConfig:
         """Check every option; return ``self`` so calls can be chained."""

@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from core.bundled_weights import BUNDLED_PACKAGES
 from core.config import SomadConfig
-from core.errors import Cancelled, SomadError
+from core.errors import Cancelled, ConfigError, SomadError
+from core.fit_options import apply_options, fit_options, parse_layers, read_option
 
 RANDOM_INIT_NOTE = (
     "random-init backbone: features are untrained, figures are not comparable to pretrained ones"
@@ -47,49 +47,44 @@ def warn(err: SomadError) -> None:
     print(f"somad: warning: {err}", file=sys.stderr)
 
 
+def _argument_type(doc) -> dict:
+    """argparse keywords for an option of ``doc.kind``."""
+    if doc.kind == "bool":
+        return {"action": "store_true"}
+    if doc.kind == "choice":
+        return {"choices": doc.choices}
+    if doc.kind in ("int", "seed", "optional_int"):
+        return {"type": int}
+    if doc.kind in ("float", "optional_float"):
+        return {"type": float}
+    return {}
+
+
 def add_fit_options(parser: argparse.ArgumentParser) -> None:
-    d = SomadConfig()
-    f = parser.add_argument_group("features")
-    f.add_argument(
-        "--backbone",
-        default=d.features.backbone,
-        help="timm model name (default: %(default)s; ImageNet weights installed for "
-        f"{', '.join(BUNDLED_PACKAGES)}, others from timm's hub)",
-    )
-    f.add_argument(
-        "--layers",
-        default=",".join(map(str, d.features.layers)),
-        help="feature stages (default: %(default)s)",
-    )
-    f.add_argument("--image-size", type=int, default=d.features.image_size, help="input side in pixels")
-    f.add_argument("--dims", type=int, default=d.features.dims, help="random channel subset size")
-    f.add_argument("--weights", help="backbone weights file (safetensors or a torch state dict)")
-    f.add_argument(
-        "--random-init", action="store_true", help="untrained backbone (offline use; flagged in reports)"
-    )
-    f.add_argument(
-        "--zero-init-last",
-        action="store_true",
-        help="with --random-init: zero each residual block's last norm (timm's default)",
-    )
-    s = parser.add_argument_group("SOM and statistics")
-    s.add_argument("--som-size", type=int, default=d.som.rows, help="K for a K x K map")
-    s.add_argument("--epochs", type=int, default=d.som.epochs, help="full passes over the training patches")
-    s.add_argument("--som-init", choices=("positional", "pca", "random"), default=d.som.init)
-    s.add_argument("--lambda", dest="lam", type=float, default=d.statistics.lam, help="covariance ridge term")
-    s.add_argument(
-        "--shrinkage",
-        type=float,
-        default=d.statistics.shrinkage,
-        help="prior samples of the pooled covariance",
-    )
-    s.add_argument("--k", type=int, default=d.scoring.k, help="nearest nodes searched per patch")
-    s.add_argument("--sigma", type=float, default=d.scoring.sigma, help="map smoothing (pixels at 224)")
-    g = parser.add_argument_group("run")
-    g.add_argument("--max-train", type=int, help="use at most this many training images")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    g.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    """Every fit option that has a flag (:func:`core.fit_options`), grouped as in the training form,
+    plus ``--strict``."""
+    defaults = SomadConfig()
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in fit_options():
+        doc = option.doc
+        if doc.flag is None:
+            continue
+        if doc.group not in groups:
+            groups[doc.group] = parser.add_argument_group(doc.group)
+        default = read_option(defaults, option)
+        if option.name == "features.layers":
+            default = ",".join(map(str, default))
+        help_text = doc.help.replace("\n", " ").replace("%", "%%")
+        if default not in (None, False):
+            help_text += f" (default: {default})"
+        groups[doc.group].add_argument(
+            doc.flag,
+            dest=option.name.split(".")[-1],
+            default=None if doc.kind == "bool" else default,
+            help=help_text,
+            **_argument_type(doc),
+        )
+    groups["Run"].add_argument("--strict", action="store_true", help="stop at the first unreadable image")
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
@@ -110,37 +105,20 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SomadConfig:
     """Build and validate the configuration named by ``somad fit``'s options."""
-    try:
-        layers = tuple(int(x) for x in str(args.layers).split(",") if x.strip())
-    except ValueError as err:
-        raise SomadError(f"--layers: expected comma-separated integers, got {args.layers!r}") from err
-    return (
-        SomadConfig()
-        .with_changes(
-            features={
-                "backbone": args.backbone,
-                "layers": layers,
-                "image_size": args.image_size,
-                "dims": args.dims,
-                "seed": args.seed,
-                "weights": args.weights,
-                "random_init": args.random_init,
-                "zero_init_last": args.zero_init_last,
-            },
-            som={
-                "rows": args.som_size,
-                "cols": args.som_size,
-                "epochs": args.epochs,
-                "init": args.som_init,
-                "seed": args.seed,
-            },
-            statistics={"lam": args.lam, "shrinkage": args.shrinkage},
-            scoring={"k": args.k, "sigma": args.sigma},
-            device=args.device,
-            max_train=args.max_train,
-        )
-        .validate()
-    )
+    values = {}
+    for option in fit_options():
+        if option.doc.flag is None:
+            continue
+        value = getattr(args, option.name.split(".")[-1])
+        if option.doc.kind == "bool":
+            value = bool(value)
+        elif option.name == "features.layers":
+            try:
+                value = parse_layers(value)
+            except ConfigError as err:
+                raise SomadError(f"--layers: {err}") from err
+        values[option.name] = value
+    return apply_options(SomadConfig(), values).validate()
 
 
 def method_options_from_args(items: Sequence[str]) -> dict[str, str]:

@@ -49,6 +49,10 @@ def test_form_round_trips_configs_and_explains_every_option(qtbot, window):
         assert required in names
     for option in OPTIONS:
         assert fresh.editors[option.name].toolTip().strip(), option.name
+    # the form is generated from the core's one description of the fit options, as the command line is
+    described = {o.name: o.doc for o in core.fit_options() if o.doc.form}
+    assert names == set(described)
+    assert all(fresh.editors[n].toolTip().strip() == described[n].help.strip() for n in names)
 
 
 def test_invalid_options_disable_fit_and_say_why(opened, panel):

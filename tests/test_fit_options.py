@@ -1,0 +1,88 @@
+"""The fit options are described once, on the config's fields; the command line's flags come from there."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+import core
+from core.errors import ConfigError
+from somad_cli.common import add_fit_options, config_from_args
+
+
+def test_every_config_field_a_person_sets_is_described():
+    names = {o.name for o in core.fit_options()}
+    for required in (
+        "features.backbone",
+        "features.layers",
+        "som.epochs",
+        "statistics.lam",
+        "scoring.k",
+        "seed",
+    ):
+        assert required in names
+    for option in core.fit_options():
+        assert option.doc.help and option.doc.label and option.doc.group in core.OPTION_GROUPS
+        assert core.read_option(core.SomadConfig(), option) is not None or option.doc.kind.startswith(
+            ("optional", "file")
+        )
+
+
+def test_shared_options_write_every_target():
+    config = core.apply_options(core.SomadConfig(), {"seed": 7, "som_size": 9})
+    assert config.features.seed == config.som.seed == 7
+    assert config.som.rows == config.som.cols == 9
+    with pytest.raises(ConfigError, match="unknown option"):
+        core.apply_options(core.SomadConfig(), {"bogus": 1})
+
+
+def test_parse_layers():
+    assert core.parse_layers("1, 2;3") == (1, 2, 3)
+    with pytest.raises(ConfigError, match="layers"):
+        core.parse_layers("1, x")
+
+
+NON_DEFAULT = {
+    "int": "7",
+    "seed": "7",
+    "optional_int": "7",
+    "float": "0.25",
+    "optional_float": "2.5",
+    "backbone": "resnet18",
+    "layers": "2,3",
+    "file": "weights.safetensors",
+    "device": "cpu",
+}
+
+
+def test_every_flag_reaches_its_config_field():
+    parser = argparse.ArgumentParser()
+    add_fit_options(parser)
+    for option in core.fit_options():
+        doc = option.doc
+        if doc.flag is None:
+            continue
+        if doc.kind == "bool":
+            argv = [doc.flag]
+            expected = True
+        elif doc.kind == "choice":
+            expected = next(c for c in doc.choices if c != core.read_option(core.SomadConfig(), option))
+            argv = [doc.flag, expected]
+        else:
+            value = NON_DEFAULT[doc.kind]
+            if doc.kind == "int":
+                value = str(max(int(doc.minimum), min(int(doc.maximum), 64)))  # in range: 64 (or its bound)
+            argv = [doc.flag, value]
+            expected = core.parse_layers(argv[1]) if doc.kind == "layers" else type_of(doc.kind)(argv[1])
+        config = config_from_args(parser.parse_args(argv))
+        assert core.read_option(config, option) == expected, option.name
+        for target in option.targets[1:]:
+            section, key = target.split(".")
+            assert getattr(getattr(config, section), key) == expected, target
+
+
+def type_of(kind: str):
+    return {"int": int, "seed": int, "optional_int": int, "float": float, "optional_float": float}.get(
+        kind, str
+    )
