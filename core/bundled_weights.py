@@ -11,7 +11,6 @@ A model records where its weights came from as ``bundled:PACKAGE==VERSION sha256
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from core.digest import file_sha256
 from core.errors import WeightsError
 
 #: timm backbone name -> the distribution that ships its ImageNet weights.
@@ -52,14 +52,6 @@ def _module_name(package: str) -> str:
     return package.replace("-", "_")
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @cache
 def _find(backbone: str) -> BundledWeights | None:
     package = BUNDLED_PACKAGES.get(backbone)
@@ -76,7 +68,7 @@ def _find(backbone: str) -> BundledWeights | None:
         version = importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    return BundledWeights(backbone, package, version, files[0], _digest(files[0]))
+    return BundledWeights(backbone, package, version, files[0], file_sha256(files[0]))
 
 
 def find_bundled(backbone: str) -> BundledWeights | None:

@@ -24,6 +24,7 @@ import torch
 
 from core.atomic import write_atomically
 from core.config import FeatureConfig
+from core.digest import file_sha256
 from core.extraction import ExtractedFeatures, FeatureSet, extract_feature_set
 from core.features import FeatureExtractor
 from core.progress import CancelCheck, Monitor, ProgressCallback
@@ -32,20 +33,12 @@ CACHE_FORMAT = 2
 METADATA_KEY = "somad_feature_cache"
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_fingerprint(path: str | Path, content_hash: bool = False) -> list:
     """``[absolute path, size, mtime_ns]`` of a file, or ``[absolute path, sha256]`` with ``content_hash``."""
     path = Path(path).expanduser().resolve()
     try:
         if content_hash:
-            return [str(path), _file_digest(path)]
+            return [str(path), file_sha256(path)]
         st = path.stat()
         return [str(path), st.st_size, st.st_mtime_ns]
     except OSError:

@@ -5,57 +5,22 @@ values back into a config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import core
 
-
-@dataclass(frozen=True)
-class Option:
-    """One field of the training form, as :func:`core.fit_options` describes it."""
-
-    name: str  # "section.key", or a top-level or shared name ("max_train", "seed")
-    label: str
-    kind: str  # backbone, layers, int, float, bool, choice, file, device, seed, optional_int, optional_float
-    tooltip: str
-    group: str
-    minimum: float = 0
-    maximum: float = 0
-    step: float = 1
-    decimals: int = 0
-    choices: tuple[str, ...] = ()
-    special: str = ""  # text shown for the "unset" value of optional options
-    targets: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, option: Any) -> Option:
-        d = option.doc
-        return cls(
-            option.name,
-            d.label,
-            d.kind,
-            d.help,
-            d.group,
-            d.minimum,
-            d.maximum,
-            d.step,
-            d.decimals,
-            d.choices,
-            d.special,
-            option.targets,
-        )
-
+#: A field of the training form: the core's description of a fit option (``name``, ``targets``, ``doc``).
+Option = core.FitOption
 
 _FIT_OPTIONS = {o.name: o for o in core.fit_options()}
-OPTIONS: tuple[Option, ...] = tuple(Option.of(o) for o in _FIT_OPTIONS.values() if o.doc.form)
+OPTIONS: tuple[Option, ...] = tuple(o for o in _FIT_OPTIONS.values() if o.doc.form)
 GROUPS: tuple[str, ...] = core.OPTION_GROUPS
 BACKBONES: tuple[str, ...] = _FIT_OPTIONS["features.backbone"].doc.suggestions
 
 
 def get_value(config: Any, option: Option) -> Any:
     """The option's current value in ``config``."""
-    return core.read_option(config, _FIT_OPTIONS[option.name])
+    return core.read_option(config, option)
 
 
 def apply_values(config: Any, values: dict[str, Any]) -> Any:

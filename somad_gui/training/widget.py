@@ -125,10 +125,10 @@ class TrainingPanel(QtWidgets.QWidget):
         self.forms = forms
         for option in OPTIONS:
             editor = self._make_editor(option)
-            editor.setToolTip(option.tooltip)
-            label = QtWidgets.QLabel(option.label)
-            label.setToolTip(option.tooltip)
-            forms[option.group].addRow(label, editor)
+            editor.setToolTip(option.doc.help)
+            label = QtWidgets.QLabel(option.doc.label)
+            label.setToolTip(option.doc.help)
+            forms[option.doc.group].addRow(label, editor)
             self.editors[option.name] = editor
         for option in OPTIONS:
             self._connect_editor(option, self.editors[option.name])
@@ -203,7 +203,7 @@ class TrainingPanel(QtWidgets.QWidget):
 
     # -- form -------------------------------------------------------------------------------------------------
     def _make_editor(self, option: Option) -> QtWidgets.QWidget:
-        kind = option.kind
+        kind = option.doc.kind
         if kind == "backbone":
             w = QtWidgets.QComboBox()
             w.setEditable(True)
@@ -217,18 +217,18 @@ class TrainingPanel(QtWidgets.QWidget):
             return w
         if kind in ("int", "seed", "optional_int"):
             w = QtWidgets.QSpinBox()
-            w.setRange(int(option.minimum), int(option.maximum))
-            w.setSingleStep(int(option.step) or 1)
-            if option.special:
-                w.setSpecialValueText(option.special)
+            w.setRange(int(option.doc.minimum), int(option.doc.maximum))
+            w.setSingleStep(int(option.doc.step) or 1)
+            if option.doc.special:
+                w.setSpecialValueText(option.doc.special)
             return w
         if kind in ("float", "optional_float"):
             w = QtWidgets.QDoubleSpinBox()
-            w.setDecimals(option.decimals)
-            w.setRange(option.minimum, option.maximum)
-            w.setSingleStep(option.step)
-            if option.special:
-                w.setSpecialValueText(option.special)
+            w.setDecimals(option.doc.decimals)
+            w.setRange(option.doc.minimum, option.doc.maximum)
+            w.setSingleStep(option.doc.step)
+            if option.doc.special:
+                w.setSpecialValueText(option.doc.special)
             return w
         if kind == "bool":
             w = QtWidgets.QCheckBox()
@@ -237,7 +237,7 @@ class TrainingPanel(QtWidgets.QWidget):
             w = QtWidgets.QComboBox()
             w.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             w.setMinimumContentsLength(8)
-            for choice in option.choices:
+            for choice in option.doc.choices:
                 w.addItem(choice, choice)
             if kind == "device":
                 w.addItem("Auto", "auto")
@@ -259,7 +259,7 @@ class TrainingPanel(QtWidgets.QWidget):
         raise ValueError(f"unknown option kind {kind}")
 
     def _connect_editor(self, option: Option, w: QtWidgets.QWidget) -> None:
-        kind = option.kind
+        kind = option.doc.kind
         if kind == "backbone":
             w.currentTextChanged.connect(self._changed)
         elif kind == "layers":
@@ -290,27 +290,27 @@ class TrainingPanel(QtWidgets.QWidget):
             value = get_value(config, option)
             w.blockSignals(True)
             try:
-                if option.kind == "backbone":
+                if option.doc.kind == "backbone":
                     w.setCurrentText(str(value))
-                elif option.kind == "layers":
+                elif option.doc.kind == "layers":
                     w.setText(", ".join(str(v) for v in value))
-                elif option.kind in ("int", "seed"):
+                elif option.doc.kind in ("int", "seed"):
                     w.setValue(int(value))
-                elif option.kind == "optional_int":
+                elif option.doc.kind == "optional_int":
                     w.setValue(0 if value is None else int(value))
-                elif option.kind == "float":
+                elif option.doc.kind == "float":
                     w.setValue(float(value))
-                elif option.kind == "optional_float":
+                elif option.doc.kind == "optional_float":
                     w.setValue(0.0 if value is None else float(value))
-                elif option.kind == "bool":
+                elif option.doc.kind == "bool":
                     w.setChecked(bool(value))
-                elif option.kind in ("choice", "device"):
+                elif option.doc.kind in ("choice", "device"):
                     i = w.findData(value)
                     if i < 0:
                         w.addItem(str(value), value)
                         i = w.count() - 1
                     w.setCurrentIndex(i)
-                elif option.kind == "file":
+                elif option.doc.kind == "file":
                     w.edit.setText("" if value is None else str(value))
             finally:
                 w.blockSignals(False)
@@ -321,7 +321,7 @@ class TrainingPanel(QtWidgets.QWidget):
         out: dict[str, Any] = {}
         for option in OPTIONS:
             w = self.editors[option.name]
-            kind = option.kind
+            kind = option.doc.kind
             if kind == "backbone":
                 out[option.name] = w.currentText().strip()
             elif kind == "layers":
@@ -367,9 +367,9 @@ class TrainingPanel(QtWidgets.QWidget):
         """Show only the fields that matter to the method; hide a group none of whose fields does."""
         visible = visible_options(self.method_form.info())
         for option in OPTIONS:
-            self.forms[option.group].setRowVisible(self.editors[option.name], option.name in visible)
+            self.forms[option.doc.group].setRowVisible(self.editors[option.name], option.name in visible)
         for group, box in self.group_boxes.items():
-            box.setVisible(any(o.name in visible for o in OPTIONS if o.group == group))
+            box.setVisible(any(o.name in visible for o in OPTIONS if o.doc.group == group))
 
     def use_model_settings(self) -> None:
         """Show the current model's method, options and configuration in the form."""
