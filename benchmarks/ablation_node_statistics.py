@@ -5,7 +5,7 @@ node statistics built four ways. Prints a Markdown table.
 
 Variants (all with lambda I added, k nearest nodes by Euclidean distance to the SOM weights):
 
-- ``consistent``: this project's definition (core.gaussian): mean and covariance of each node's own patches,
+- ``consistent``: this project's definition (somad.gaussian): mean and covariance of each node's own patches,
   distances from that mean, nodes without hits left out of the search.
 - ``weight-centred``: Eq. 2 read literally: covariance around the SOM weight m_j, distances from m_j.
 - ``mixed-centres``: covariance around m_j but distances from the sample mean (an inconsistent pair).
@@ -24,15 +24,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import core
-from core import metrics
-from core.extraction import extract_features
-from core.features import FeatureExtractor, configure_threads
-from core.gaussian import NodeGaussians, fit_node_gaussians
-from core.maps import patch_scores_to_maps
-from core.methods.somad import SomadDetector
-from core.progress import Monitor
-from core.som import train_som
+import somad
+from somad import metrics
+from somad.extraction import extract_features
+from somad.features import FeatureExtractor, configure_threads
+from somad.gaussian import NodeGaussians, fit_node_gaussians
+from somad.maps import patch_scores_to_maps
+from somad.methods.somad import SomadDetector
+from somad.progress import Monitor
+from somad.som import train_som
 
 
 def variant_gaussians(
@@ -77,8 +77,8 @@ def main() -> None:
     parser.add_argument("--lam", type=float, default=0.01)
     args = parser.parse_args()
     configure_threads()
-    dataset = core.open_dataset(args.category)
-    config = core.SomadConfig().with_changes(
+    dataset = somad.open_dataset(args.category)
+    config = somad.SomadConfig().with_changes(
         features={"backbone": args.backbone, "dims": args.dims, "random_init": True},
         som={"rows": args.som_size, "cols": args.som_size, "epochs": args.epochs},
         device="cpu",
@@ -90,10 +90,10 @@ def main() -> None:
     som = train_som(train, config.som, torch.device("cpu"))
     assign = som.bmu(patches)
     samples = [s for s in dataset.test if s.path in set(kept)]
-    shapes = [core.read_image(s.path).shape[:2] for s in samples]
+    shapes = [somad.read_image(s.path).shape[:2] for s in samples]
     labels = np.array([s.label for s in samples])
     masks = [
-        np.zeros(sh, bool) if s.mask_path is None else core.read_mask(s.mask_path, sh)
+        np.zeros(sh, bool) if s.mask_path is None else somad.read_mask(s.mask_path, sh)
         for s, sh in zip(samples, shapes, strict=True)
     ]
     print(

@@ -6,7 +6,7 @@ PatchCore on every category of a data root. Prints one Markdown table.
 A configuration is ``BACKBONE:LAYERS:SIZE`` (``lite0`` short for ``tf_efficientnet_lite0``; a trailing ``:random``
 uses a random-init backbone, flagged in the table; ``:imagenet-norm`` normalises inputs with ImageNet statistics
 instead of those the backbone was trained with, an ablation that runs last, in a cache of its own). Every configuration goes through ``somad bench``'s runner
-(:func:`core.bench.run_bench`), so the three methods see the same cached features and an interrupted run resumes
+(:func:`somad.bench.run_bench`), so the three methods see the same cached features and an interrupted run resumes
 from ``--cache``. Per configuration, category and method: image AUROC / pixel AUROC / PRO, fit seconds on cached
 features, backbone and head milliseconds per test image, and the model file's size. The summary ranks
 configurations by their worst PRO over methods and categories, then by the mean: a default must not fail on any
@@ -55,12 +55,12 @@ def parse_config(text: str) -> dict:
 
 
 def run_config(root: str, spec: dict, args) -> dict:
-    import core
-    from core.bench import run_bench
+    import somad
+    from somad.bench import run_bench
 
     size = spec["image_size"]
     side = -(-size // min(4 * 2 ** (min(spec["layers"]) - 1), 16))  # the finest stage's grid
-    config = core.SomadConfig().with_changes(
+    config = somad.SomadConfig().with_changes(
         features={
             "backbone": spec["backbone"],
             "layers": spec["layers"],
@@ -73,10 +73,10 @@ def run_config(root: str, spec: dict, args) -> dict:
     )
     cache = args.cache
     if spec["imagenet_norm"]:  # an ablation: ImageNet statistics whatever the backbone was trained with
-        import core.features
+        import somad.features
 
-        stats = (core.features.IMAGENET_MEAN, core.features.IMAGENET_STD)
-        core.features.normalisation = lambda backbone: stats
+        stats = (somad.features.IMAGENET_MEAN, somad.features.IMAGENET_STD)
+        somad.features.normalisation = lambda backbone: stats
         cache = str(Path(args.cache) / "imagenet-norm")  # the cache key does not see the normalisation
     return run_bench(root, config, METHODS, cache_folder=cache, log=lambda t: print(t, file=sys.stderr))
 

@@ -28,10 +28,10 @@ def run_one(category: str, options: dict) -> dict:
     import numpy as np
     import torch
 
-    import core
-    from core.data import read_image
+    import somad
+    from somad.data import read_image
 
-    config = core.SomadConfig().with_changes(
+    config = somad.SomadConfig().with_changes(
         features={
             "backbone": options["backbone"],
             "dims": options["dims"],
@@ -42,16 +42,16 @@ def run_one(category: str, options: dict) -> dict:
         statistics={"shrinkage": options["shrinkage"]},
         device=options["device"],
     )
-    dataset = core.open_dataset(category)
+    dataset = somad.open_dataset(category)
     t0 = time.perf_counter()
-    model = core.fit(dataset, config)
+    model = somad.fit(dataset, config)
     fit_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.somad"
         model.save(path)
         model_mb = path.stat().st_size / 2**20
     t0 = time.perf_counter()
-    report = core.evaluate(model, dataset)
+    report = somad.evaluate(model, dataset)
     eval_s = time.perf_counter() - t0
     images = [read_image(s.path) for s in dataset.test[:16]]
     model.time_stages(images[:2])  # warm-up
@@ -83,7 +83,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("root", nargs="?", default=os.environ.get("SOMAD_DATA"))
-    from core.config import SomadConfig
+    from somad.config import SomadConfig
 
     d = SomadConfig()
     parser.add_argument("--backbone", default=d.features.backbone)
@@ -112,10 +112,10 @@ def main() -> None:
         return
     if not args.root:
         parser.error("give a dataset root or set SOMAD_DATA")
-    import core
+    import somad
 
     rows = []
-    for category in core.find_categories(args.root):
+    for category in somad.find_categories(args.root):
         for dims in (int(d) for d in args.dims.split(",")):
             spec = json.dumps({"category": str(category), "dims": dims})
             cmd = [sys.executable, __file__, "--one", spec, *sys.argv[1:]]
@@ -131,7 +131,7 @@ def main() -> None:
 
 
 def core_default(name: str) -> float:
-    from core.config import StatisticsConfig
+    from somad.config import StatisticsConfig
 
     return getattr(StatisticsConfig(), name)
 

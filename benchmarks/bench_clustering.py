@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
-    import core
-    from core import defects as C
-    from core.defects.blind import BlindConfig
-    from core.defects.contrastive import ContrastiveConfig
+    import somad
+    from somad import defects as C
+    from somad.defects.blind import BlindConfig
+    from somad.defects.contrastive import ContrastiveConfig
 
-    model = core.load_model(args.model, device=args.device)
+    model = somad.load_model(args.model, device=args.device)
     paths, types = C.collect_images(args.data)
     if types is None:
         raise SystemExit("every image must lie in a type folder to be scored")

@@ -1,7 +1,7 @@
 """How responsive the window stays while a fit runs in its worker, per method; prints a Markdown table.
 
 A 20 ms timer beats on the GUI thread during each fit on the demo set and the scoring run that follows it (40 images
-of 128 px, the demo configuration ``core.DEMO_CONFIG``); the largest gap between beats is how long the window could not react. Offscreen, with private
+of 128 px, the demo configuration ``somad.DEMO_CONFIG``); the largest gap between beats is how long the window could not react. Offscreen, with private
 settings, so it runs anywhere:
 
     python benchmarks/bench_gui_responsiveness.py [--methods somad,padim,patchcore,ocsvm,kde]
@@ -33,7 +33,7 @@ def main() -> None:
 
     from PySide6 import QtCore, QtWidgets
 
-    import core
+    import somad
     from somad_gui.main_window import MainWindow
 
     QtWidgets.QApplication([])
@@ -43,7 +43,7 @@ def main() -> None:
     session = window.session
     loop = QtCore.QEventLoop()
     session.datasetChanged.connect(loop.quit)
-    window.open_dataset(core.make_demo_dataset(private / "demo"))
+    window.open_dataset(somad.make_demo_dataset(private / "demo"))
     loop.exec()
     window.browser.select_entry(0)
 
@@ -60,7 +60,7 @@ def main() -> None:
         timer = QtCore.QTimer()
         timer.timeout.connect(beat)
         timer.start(args.beat_ms)
-        job = session.fit(core.DEMO_CONFIG.with_changes(device="cpu"), method=method)
+        job = session.fit(somad.DEMO_CONFIG.with_changes(device="cpu"), method=method)
         t0 = last[0] = time.monotonic()
         scored: list[int] = []
 
@@ -79,7 +79,7 @@ def main() -> None:
         gaps_ms = sorted(1000 * g for g in gaps)
         rows.append(
             (
-                core.METHODS[method].label,
+                somad.METHODS[method].label,
                 job.outcome,
                 fit_s,
                 time.monotonic() - t0,

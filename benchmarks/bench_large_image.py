@@ -24,16 +24,16 @@ def one(model_path: str, size: int) -> dict:
     import cv2
     import numpy as np
 
-    import core
+    import somad
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         image = cv2.resize(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), (size, size))
         path = Path(tmp) / "large.png"
         cv2.imwrite(str(path), image)
-        model = core.load_model(model_path, device="cpu")
+        model = somad.load_model(model_path, device="cpu")
         t0 = time.perf_counter()
-        results, _ = core.score_paths(model, [path])
+        results, _ = somad.score_paths(model, [path])
         seconds = time.perf_counter() - t0
     assert results[0] is not None and results[0].anomaly_map.shape == (size, size)
     return {

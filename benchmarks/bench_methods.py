@@ -4,9 +4,9 @@
 
 Features are those of the issue's setting: random-init resnet18, layers 2 and 3 (all 384 channels) at 224 px,
 3 x 3 local aggregation, i.e. a 28 x 28 grid per image (164k patches for MVTec bottle's 209 images), cached
-through :class:`core.feature_cache.FeatureCache`. Timed, on the same patches and the same ratio:
+through :class:`somad.feature_cache.FeatureCache`. Timed, on the same patches and the same ratio:
 
-* ours: the sparse random projection to 128 dimensions plus :func:`core.methods.patchcore.greedy_coreset`
+* ours: the sparse random projection to 128 dimensions plus :func:`somad.methods.patchcore.greedy_coreset`
   (on a CPU the pruned selection), every step;
 * dense: the same projected selection with one matrix-vector product over all patches per step, for
   ``--dense-steps`` steps, extrapolated to the full count (every step does identical work);
@@ -33,13 +33,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import core
-from core import metrics
-from core.config import FeatureConfig, SomadConfig
-from core.feature_cache import FeatureCache
-from core.features import configure_threads
-from core.methods import FeatureSet, create_detector
-from core.methods.patchcore import (
+import somad
+from somad import metrics
+from somad.config import FeatureConfig, SomadConfig
+from somad.feature_cache import FeatureCache
+from somad.features import configure_threads
+from somad.methods import FeatureSet, create_detector
+from somad.methods.patchcore import (
     aggregate,
     greedy_coreset,
     greedy_coreset_dense,
@@ -84,7 +84,7 @@ def main() -> None:
         ),
         device="cpu",
     )
-    dataset = core.open_dataset(args.category)
+    dataset = somad.open_dataset(args.category)
     cache = FeatureCache(args.cache)
     train = cache.get(config.features, [s.path for s in dataset.train])
     x = aggregate(train.features.patches, 3, 1).reshape(-1, train.features.patches.shape[-1]).contiguous()
@@ -137,7 +137,7 @@ def main() -> None:
     test = cache.get(config.features, [s.path for s in test_samples])
     labels = np.array([s.label for s in test_samples])
     masks = [
-        np.zeros(size, bool) if s.label == 0 else core.read_mask(s.mask_path, size)
+        np.zeros(size, bool) if s.label == 0 else somad.read_mask(s.mask_path, size)
         for s, size in zip(test_samples, test.sizes, strict=True)
     ]
     print("| coreset | coverage radius | image AUROC | pixel AUROC | PRO |")

@@ -20,17 +20,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import core
-from core.config import FeatureConfig, SomConfig
-from core.extraction import extract_features
-from core.features import FeatureExtractor
-from core.progress import Monitor
-from core.som import BatchSOM, MiniSomBackend
+import somad
+from somad.config import FeatureConfig, SomConfig
+from somad.extraction import extract_features
+from somad.features import FeatureExtractor
+from somad.progress import Monitor
+from somad.som import BatchSOM, MiniSomBackend
 
 
 def demo_vectors(n: int, dims: int) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = core.open_dataset(core.make_demo_dataset(tmp, n_train=40))
+        dataset = somad.open_dataset(somad.make_demo_dataset(tmp, n_train=40))
         extractor = FeatureExtractor(
             FeatureConfig(backbone="resnet18", image_size=128, dims=dims, random_init=True),
             torch.device("cpu"),
@@ -58,7 +58,7 @@ def main() -> None:
         else demo_vectors(args.n, args.dims)
     )
     tensor = torch.from_numpy(data)
-    device = core.resolve_device(args.device)
+    device = somad.resolve_device(args.device)
     rows = []
 
     som = BatchSOM(args.size, args.size, data.shape[1], device)

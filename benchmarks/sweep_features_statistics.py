@@ -4,7 +4,7 @@
         '{"zil": false, "d": 200, "shrinks": [0, 50, 200, 1000]}' '{"zil": true, "d": 200, "shrinks": [0]}'
 
 Each JSON argument is one run: ``zil`` = timm's ``zero_init_last`` for the random-init backbone, ``d`` =
-channels kept (drawn as ``core.features.draw_channel_indices`` does), ``shrinks`` = prior strengths n0 of the
+channels kept (drawn as ``somad.features.draw_channel_indices`` does), ``shrinks`` = prior strengths n0 of the
 pooled covariance scored on one trained SOM. Optional keys: ``epochs``, ``som``, ``lam``, ``sigma_end``, ``k``,
 ``backbone``, ``init``. All channels of every stage are extracted once per (backbone, zil) and cached in
 ``--cache`` (several GB for wide_resnet50_2). Prints one JSON line per scored variant.
@@ -23,16 +23,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import core
-from core import metrics
-from core.config import FeatureConfig, SomadConfig
-from core.extraction import extract_features
-from core.features import FeatureExtractor, configure_threads, draw_channel_indices
-from core.gaussian import fit_node_gaussians
-from core.maps import patch_scores_to_maps
-from core.methods.somad import SomadDetector
-from core.progress import Monitor
-from core.som import BatchSOM
+import somad
+from somad import metrics
+from somad.config import FeatureConfig, SomadConfig
+from somad.extraction import extract_features
+from somad.features import FeatureExtractor, configure_threads, draw_channel_indices
+from somad.gaussian import fit_node_gaussians
+from somad.maps import patch_scores_to_maps
+from somad.methods.somad import SomadDetector
+from somad.progress import Monitor
+from somad.som import BatchSOM
 
 
 def cached_features(dataset, cache: Path, backbone: str, zil: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,9 +70,9 @@ def run(
         scoring={"k": k},
     )
     labels = np.array([s.label for s in dataset.test])
-    shapes = [core.read_image(s.path).shape[:2] for s in dataset.test]
+    shapes = [somad.read_image(s.path).shape[:2] for s in dataset.test]
     masks = [
-        np.zeros(sh, bool) if s.mask_path is None else core.read_mask(s.mask_path, sh)
+        np.zeros(sh, bool) if s.mask_path is None else somad.read_mask(s.mask_path, sh)
         for s, sh in zip(dataset.test, shapes, strict=True)
     ]
     t0 = time.perf_counter()
@@ -130,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_threads()
     args.cache.mkdir(parents=True, exist_ok=True)
-    dataset = core.open_dataset(args.category)
+    dataset = somad.open_dataset(args.category)
     for spec in args.runs:
         run(dataset, args.cache, **json.loads(spec))
 

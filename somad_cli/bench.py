@@ -1,4 +1,4 @@
-"""``somad bench DATA --methods ...``: compare methods on the same cached features (see :mod:`core.bench`).
+"""``somad bench DATA --methods ...``: compare methods on the same cached features (see :mod:`somad.bench`).
 
     somad bench DATA --methods somad,padim,patchcore,ocsvm,iforest,kde,lof,elliptic \
         [--backbone resnet18] [--random-init] [--json FILE] [--cache DIR]
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.atomic import write_text_atomically
-from core.bench import default_cache_folder, markdown, run_bench
-from core.errors import ConfigError, DataError
-from core.methods import METHODS
+from somad.atomic import write_text_atomically
+from somad.bench import default_cache_folder, markdown, run_bench
+from somad.errors import ConfigError, DataError
+from somad.methods import METHODS
 from somad_cli.common import RANDOM_INIT_NOTE, add_fit_options, config_from_args, run_command
 
 

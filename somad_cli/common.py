@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from core.config import SomadConfig
-from core.errors import Cancelled, ConfigError, SomadError
-from core.fit_options import apply_options, fit_options, parse_layers, read_option
+from somad.config import SomadConfig
+from somad.errors import Cancelled, ConfigError, SomadError
+from somad.fit_options import apply_options, fit_options, parse_layers, read_option
 
 RANDOM_INIT_NOTE = (
     "random-init backbone: features are untrained, figures are not comparable to pretrained ones"
@@ -61,7 +61,7 @@ def _argument_type(doc) -> dict:
 
 
 def add_fit_options(parser: argparse.ArgumentParser) -> None:
-    """Every fit option that has a flag (:func:`core.fit_options`), grouped as in the training form,
+    """Every fit option that has a flag (:func:`somad.fit_options`), grouped as in the training form,
     plus ``--strict``."""
     defaults = SomadConfig()
     groups: dict[str, argparse._ArgumentGroup] = {}

@@ -1,4 +1,4 @@
-"""The ``somad`` command line: ``fit`` (SOMAD or any method of :data:`core.methods.METHODS`), ``score``,
+"""The ``somad`` command line: ``fit`` (SOMAD or any method of :data:`somad.methods.METHODS`), ``score``,
 ``eval``, ``info``, ``bench`` and ``cluster``.
 
 Bad input ends with exit status 2 and one line on stderr naming the file and the problem; a cancelled run

@@ -3,7 +3,7 @@
 The package is split the napari way: pure-Python models (``session``, ``store``, ``scoring``, the browser's item
 model, the threshold statistics, the export renderers) apart from Qt views (the docks under ``browser``,
 ``training``, ``viewer``, ``som_panes``, ``threshold``, ``export``) and from the background ``workers``.
-Every call into the pipeline goes through ``import core`` and its public names.
+Every call into the pipeline goes through ``import somad`` and its public names.
 """
 
 __all__ = ["__version__"]

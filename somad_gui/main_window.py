@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-import core
+import somad
 from somad_gui import app as app_module
 from somad_gui import dialogs
 from somad_gui.browser.widget import BrowserWidget
@@ -36,7 +36,7 @@ class MainWindow(QtWidgets.QMainWindow):
         restore_layout: bool = True,
     ):
         super().__init__(parent)
-        core.prepare_backbone_library()  # import timm here, not in a fit's worker: that import holds the GIL
+        somad.prepare_backbone_library()  # import timm here, not in a fit's worker: that import holds the GIL
         self.setObjectName("somad-main")
         self.session = session or Session(self)
         self.setAcceptDrops(True)
@@ -240,7 +240,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return self.session.open_dataset(path)
 
     def open_demo(self, config=None, cache: str | Path | None = None):
-        self.training.set_config(config if config is not None else core.DEMO_CONFIG)
+        self.training.set_config(config if config is not None else somad.DEMO_CONFIG)
         return self.session.start_demo(cache if cache is not None else app_module.demo_dir(), config)
 
     def recent_datasets(self) -> list[str]:
@@ -386,7 +386,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if model is None:
             return None
         name = self.session.model_path.name if self.session.model_path else "unsaved model"
-        rows = core.describe_model(core.model_metadata(model), len(model.channel_indices))
+        rows = somad.describe_model(somad.model_metadata(model), len(model.channel_indices))
         return dialogs.show_model_details(self, f"Model details: {name}", rows)
 
     def _about(self) -> None:

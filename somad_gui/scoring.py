@@ -1,6 +1,6 @@
 """Scoring a dataset and its metrics, written to run in a worker (no Qt, no widgets).
 
-``score_entries`` scores images in chunks through ``core.score_paths`` (so a huge dataset never holds every
+``score_entries`` scores images in chunks through ``somad.score_paths`` (so a huge dataset never holds every
 full-resolution map at once), keeps what the window needs per image (:class:`~somad_gui.store.StoredResult`)
 and computes the run's metrics once: image AUROC, best F1, the ROC curve and, where masks exist, pixel AUROC
 and PRO, so the GUI thread never computes them.
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-import core
+import somad
 from somad_gui.store import Entry, StoredResult
 
 Progress = Callable[[str, int, int], None] | None
@@ -47,7 +47,7 @@ class ScoringRun:
 
 def _check(cancel: Cancel) -> None:
     if cancel is not None and cancel():
-        raise core.Cancelled("cancelled by the user")
+        raise somad.Cancelled("cancelled by the user")
 
 
 def score_entries(
@@ -76,7 +76,7 @@ def score_entries(
             if progress is not None and sub_total > 0:
                 progress("scoring", _start + min(_n, round(done * _n / sub_total)), total)
 
-        found, problems = core.score_paths(
+        found, problems = somad.score_paths(
             model, [e.path for e in chunk], progress=sub_progress, cancel=cancel
         )
         reasons: dict[Path, str] = {}
@@ -125,10 +125,10 @@ def compute_metrics(
         metrics.notes.append(f"no {missing} test images: AUROC, F1 and ROC need both kinds")
         return metrics
 
-    metrics.image_auroc = _as_float(core.metrics.image_auroc(labels, scores))
-    thr, f1 = core.metrics.best_f1_threshold(labels, scores)
+    metrics.image_auroc = _as_float(somad.metrics.image_auroc(labels, scores))
+    thr, f1 = somad.metrics.best_f1_threshold(labels, scores)
     metrics.best_f1_threshold, metrics.best_f1 = _as_float(thr), _as_float(f1)
-    fpr, tpr, _ = core.metrics.roc_curve_points(labels, scores)
+    fpr, tpr, _ = somad.metrics.roc_curve_points(labels, scores)
     metrics.roc = (np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64))
 
     if not all(results[e.index].has_map for e in labelled):
@@ -141,12 +141,12 @@ def compute_metrics(
     if progress is not None:
         progress("metrics", 0, 1)
     try:
-        pixel_auroc, pro = core.pixel_metrics(
+        pixel_auroc, pro = somad.pixel_metrics(
             labelled,
             [results[e.index].anomaly_map for e in labelled],
             on_error=lambda err: metrics.notes.append(f"pixel AUROC and PRO unavailable: {err}"),
         )
-    except (core.SomadError, ValueError) as exc:
+    except (somad.SomadError, ValueError) as exc:
         metrics.notes.append(f"pixel metrics unavailable: {exc}")
         pixel_auroc = pro = None
     metrics.pixel_auroc, metrics.pro = _as_float(pixel_auroc), _as_float(pro)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PySide6 import QtCore
 
-import core
+import somad
 from somad_gui.scoring import RunMetrics, ScoringRun, score_entries
 from somad_gui.store import ResultStore
 from somad_gui.workers import Job, JobRunner
@@ -33,25 +33,25 @@ def _open_dataset_work(
 ) -> tuple[Any, list[Path]]:
     """Open a category folder, or the first category under a root of several (listed in the second item)."""
     try:
-        return core.open_dataset(path, test_path), []
-    except core.SomadError as first:
+        return somad.open_dataset(path, test_path), []
+    except somad.SomadError as first:
         try:
-            categories = list(core.find_categories(path))
-        except core.SomadError:
+            categories = list(somad.find_categories(path))
+        except somad.SomadError:
             categories = []
         if not categories:
             raise first from None
-        return core.open_dataset(categories[0]), categories
+        return somad.open_dataset(categories[0]), categories
 
 
 def _demo_work(cache: Path, *, progress=None, cancel=None) -> Any:
     cache.mkdir(parents=True, exist_ok=True)
     if progress is not None:
         progress("demo set", 0, 1)
-    root = core.make_demo_dataset(cache)
+    root = somad.make_demo_dataset(cache)
     if progress is not None:
         progress("demo set", 1, 1)
-    return core.open_dataset(root)
+    return somad.open_dataset(root)
 
 
 def _fit_work(
@@ -64,17 +64,17 @@ def _fit_work(
     progress=None,
     cancel=None,
 ) -> Any:
-    model = core.fit(train, config, method=method, options=options, progress=progress, cancel=cancel)
+    model = somad.fit(train, config, method=method, options=options, progress=progress, cancel=cancel)
     if save_to is not None:
         if cancel is not None and cancel():
-            raise core.Cancelled("cancelled by the user")
+            raise somad.Cancelled("cancelled by the user")
         Path(save_to).parent.mkdir(parents=True, exist_ok=True)
         model.save(save_to)
     return model
 
 
 def _load_work(path: Path, *, progress=None, cancel=None) -> Any:
-    return core.load_any_model(path)
+    return somad.load_any_model(path)
 
 
 def _save_work(model: Any, path: Path, *, progress=None, cancel=None) -> Path:
@@ -177,7 +177,7 @@ class Session(QtCore.QObject):
         options: dict[str, Any] | None = None,
         save_to: str | Path | None = None,
     ) -> Job | None:
-        """Fit ``method`` (a key of ``core.METHODS``, with its own ``options``) on the dataset's good images."""
+        """Fit ``method`` (a key of ``somad.METHODS``, with its own ``options``) on the dataset's good images."""
         if self.dataset is None:
             self.error("Open a dataset before fitting a model")
             return None
@@ -187,7 +187,7 @@ class Session(QtCore.QObject):
         self.jobs.cancel("score")
         train = self.dataset
         target = None if save_to is None else Path(save_to)
-        label = core.METHODS[method].label if method in core.METHODS else method
+        label = somad.METHODS[method].label if method in somad.METHODS else method
         job = self.jobs.start(
             "fit",
             partial(_fit_work, train, config, method, options, target),
@@ -322,7 +322,7 @@ class Session(QtCore.QObject):
         comes first; then 1 % false rejects on this dataset's good test images; then the model's threshold
         from its training images; then best F1; else the highest score.
         """
-        return core.starting_threshold(
+        return somad.starting_threshold(
             dict(getattr(self.model, "thresholds", {}) or {}),
             self.store.good_scores(),
             self.metrics.best_f1_threshold,
@@ -330,7 +330,7 @@ class Session(QtCore.QObject):
         )
 
     def false_reject_threshold(self, rate: float) -> float | None:
-        return core.false_reject_threshold(self.store.good_scores(), rate)
+        return somad.false_reject_threshold(self.store.good_scores(), rate)
 
     def best_f1_threshold(self) -> float | None:
         return self.metrics.best_f1_threshold
@@ -371,7 +371,7 @@ class Session(QtCore.QObject):
     def _demo_opened(self, dataset: Any, cache: Path, config: Any) -> None:
         self.set_dataset(dataset)
         model_file = cache / DEMO_MODEL_NAME
-        cfg = config if config is not None else core.DEMO_CONFIG
+        cfg = config if config is not None else somad.DEMO_CONFIG
 
         def refit(reason: str | None = None) -> None:
             if reason:

@@ -15,12 +15,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-import core
+import somad
 
-# Anomaly maps are kept at most core.MAX_MAP_SIDE pixels on their long side (core.reduce_map, as pixel metrics
+# Anomaly maps are kept at most somad.MAX_MAP_SIDE pixels on their long side (somad.reduce_map, as pixel metrics
 # see them); larger images get a reduced map, restored to the image's own size (bilinear) when a view or an
 # export needs it.
-MAX_MAP_SIDE = core.MAX_MAP_SIDE
+MAX_MAP_SIDE = somad.MAX_MAP_SIDE
 
 UNSCORED = -1
 OK = 0
@@ -53,7 +53,7 @@ class Entry:
 
 @dataclass
 class StoredResult:
-    """The parts of ``core.ImageResult`` the window keeps for one image.
+    """The parts of ``somad.ImageResult`` the window keeps for one image.
 
     ``anomaly_map`` is ``None`` for image-level detectors (a score, no heatmap); ``image_shape`` is then (0, 0)
     and ``map_min`` the score. ``best_node`` holds SOM node indices for SOMAD models only (else -1 or empty).
@@ -83,7 +83,7 @@ class StoredResult:
             )
         amap = np.asarray(result.anomaly_map, dtype=np.float32)
         h, w = amap.shape[:2]
-        reduced = core.reduce_map(amap, max_side)
+        reduced = somad.reduce_map(amap, max_side)
         if reduced is amap:
             reduced = amap.copy()
         return cls(
@@ -194,7 +194,7 @@ class ResultStore:
         scored = self.scored
         self.verdicts[:] = UNSCORED
         if not math.isnan(self.threshold):
-            self.verdicts[scored] = core.is_ng(self.scores[scored], self.threshold).astype(np.int8)
+            self.verdicts[scored] = somad.is_ng(self.scores[scored], self.threshold).astype(np.int8)
 
     # -- summaries -------------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """Background jobs: every heavy core call runs in a QObject worker moved to a QThread of its own.
 
 A :class:`Job` wraps one call ``fn(progress=..., cancel=...)`` (core's progress callback and cancel check, see
-``core.progress``) and turns it into Qt signals delivered on the GUI thread: ``progress(stage, done, total)``
+``somad.progress``) and turns it into Qt signals delivered on the GUI thread: ``progress(stage, done, total)``
 (throttled to about 20 per second), then exactly one of ``succeeded(result)``, ``failed(message)`` or
 ``cancelled()``, then ``finished()`` once the thread has stopped. :class:`JobRunner` keeps the running jobs so
 the window can cancel them and wait for their threads when it closes.
@@ -20,7 +20,7 @@ from typing import Any
 
 from PySide6 import QtCore
 
-import core
+import somad
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def lower_thread_priority(increment: int = WORKER_NICENESS) -> None:
 
 def error_message(exc: BaseException) -> str:
     """One line for the user: core's errors already name the file and the reason."""
-    if isinstance(exc, core.SomadError):
+    if isinstance(exc, somad.SomadError):
         return str(exc) or type(exc).__name__
     if isinstance(exc, MemoryError):
         return "out of memory: try fewer training images, a smaller image size or fewer dims"
@@ -136,13 +136,13 @@ class _Worker(QtCore.QObject):
             lower_thread_priority()
             limit_compute_threads()
             result = self._fn(progress=throttle, cancel=self._cancel_event.is_set)
-        except core.Cancelled:
+        except somad.Cancelled:
             self.cancelled.emit()
         except BaseException as exc:
-            if self._cancel_event.is_set() and not isinstance(exc, core.SomadError):
+            if self._cancel_event.is_set() and not isinstance(exc, somad.SomadError):
                 self.cancelled.emit()
             else:
-                if not isinstance(exc, core.SomadError):
+                if not isinstance(exc, somad.SomadError):
                     log.error("unexpected error in a background job", exc_info=True)
                 self.failed.emit(error_message(exc), traceback.format_exc())
         else:

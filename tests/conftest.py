@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig
+from somad.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig
 
 # One intra-op thread unless the caller chose otherwise: on a small shared machine, OpenMP threads competing
-# with other processes make every tiny forward pass many times slower. ``core.features.configure_threads``
-# (called by ``core.fit``) leaves the count alone once ``OMP_NUM_THREADS`` is set.
+# with other processes make every tiny forward pass many times slower. ``somad.features.configure_threads``
+# (called by ``somad.fit``) leaves the count alone once ``OMP_NUM_THREADS`` is set.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 if os.environ["OMP_NUM_THREADS"] == "1":
     torch.set_num_threads(1)
@@ -48,7 +48,7 @@ def make_config(
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A tiny demo category in the MVTec layout (read-only: copy it with ``demo_copy`` to change it)."""
-    from core.demo import make_demo_dataset
+    from somad.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), **DEMO_ARGS)
 
@@ -76,14 +76,14 @@ def fast_config() -> SomadConfig:
 @pytest.fixture(scope="session")
 def fitted(demo_root, tiny_config):
     """One model fitted on the demo set's good images. Do not mutate it: copy before changing thresholds."""
-    import core
+    import somad
 
-    return core.fit(core.open_dataset(demo_root), tiny_config)
+    return somad.fit(somad.open_dataset(demo_root), tiny_config)
 
 
 @pytest.fixture(scope="session")
 def demo_report(fitted, demo_root):
     """The shared model's evaluation on the demo test set."""
-    import core
+    import somad
 
-    return core.evaluate(fitted, core.open_dataset(demo_root))
+    return somad.evaluate(fitted, somad.open_dataset(demo_root))

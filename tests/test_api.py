@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import core
-import core.memory as memory
-import core.training as training
-from core import metrics
-from core.demo import demo_arrays
-from core.errors import Cancelled, DataError, ImageReadError, ResourceError
+import somad
+import somad.memory as memory
+import somad.training as training
+from somad import metrics
+from somad.demo import demo_arrays
+from somad.errors import Cancelled, DataError, ImageReadError, ResourceError
 
 
 def _random_bytes(path, n=3000, seed=0):
@@ -95,20 +95,20 @@ def test_score_paths_reports_unreadable_files(fitted, demo_root, tmp_path):
     _random_bytes(bad)
     good = sorted((demo_root / "test" / "good").glob("*.png"))[:2]
     seen = []
-    results, errors = core.score_paths(fitted, [good[0], bad, good[1]], on_error=seen.append)
+    results, errors = somad.score_paths(fitted, [good[0], bad, good[1]], on_error=seen.append)
     assert results[1] is None and results[0] is not None and results[2] is not None
     assert len(errors) == 1 and errors[0].path == bad and seen == errors
     assert results[0].path == good[0]
     with pytest.raises(ImageReadError, match=r"broken\.png"):
-        core.score_paths(fitted, [good[0], bad], strict=True)
+        somad.score_paths(fitted, [good[0], bad], strict=True)
 
 
 # -- fitting: determinism, progress, cancel ----------------------------------------------------------------
 def test_fit_is_deterministic_and_reports_progress(demo_root, fast_config):
-    dataset = core.open_dataset(demo_root)
+    dataset = somad.open_dataset(demo_root)
     calls = []
-    a = core.fit(dataset, fast_config, progress=lambda s, d, t: calls.append((s, d, t)))
-    b = core.fit(dataset, fast_config)
+    a = somad.fit(dataset, fast_config, progress=lambda s, d, t: calls.append((s, d, t)))
+    b = somad.fit(dataset, fast_config)
     assert torch.equal(a.som_weights, b.som_weights)
     assert torch.equal(a.gaussians.inverse_cholesky, b.gaussians.inverse_cholesky)
     images = demo_arrays(n_train=1, n_test_good=1, n_test_per_defect=1, size=96, seed=5).test
@@ -128,14 +128,14 @@ def test_fit_is_deterministic_and_reports_progress(demo_root, fast_config):
 
 def test_fit_from_a_list_of_paths(demo_root, fast_config):
     paths = sorted((demo_root / "train" / "good").glob("*.png"))[:4]
-    model = core.fit([str(p) for p in paths], fast_config)
+    model = somad.fit([str(p) for p in paths], fast_config)
     assert model.training_summary["n_images"] == 4
     assert model.training_summary["category"] is None
 
 
 def test_max_train_limits_the_training_images(demo_root, fast_config):
     config = dataclasses.replace(fast_config, max_train=3)
-    model = core.fit(core.open_dataset(demo_root), config)
+    model = somad.fit(somad.open_dataset(demo_root), config)
     assert model.training_summary["n_images"] == 3
 
 
@@ -149,8 +149,8 @@ def test_cancel_during_som_raises_cancelled(demo_root, fast_config):
             state["som_seen"] = True
 
     with pytest.raises(Cancelled):
-        core.fit(
-            core.open_dataset(demo_root), fast_config, progress=progress, cancel=lambda: state["som_seen"]
+        somad.fit(
+            somad.open_dataset(demo_root), fast_config, progress=progress, cancel=lambda: state["som_seen"]
         )
     assert "som" in stages and "statistics" not in stages
     assert stages.count("som") == 1
@@ -167,7 +167,7 @@ def test_unreadable_training_image_is_skipped(demo_copy, fast_config):
     bad = demo_copy / "train" / "good" / "000_broken.png"
     _random_bytes(bad)
     errors = []
-    model = core.fit(core.open_dataset(demo_copy), fast_config, on_error=errors.append)
+    model = somad.fit(somad.open_dataset(demo_copy), fast_config, on_error=errors.append)
     assert len(errors) == 1 and isinstance(errors[0], ImageReadError)
     assert errors[0].path == bad and "000_broken.png" in str(errors[0])
     assert model.training_summary["n_images"] == 12
@@ -178,7 +178,7 @@ def test_unreadable_training_image_is_raised_when_strict(demo_copy, fast_config)
     bad = demo_copy / "train" / "good" / "000_broken.png"
     _random_bytes(bad)
     with pytest.raises(ImageReadError, match=r"000_broken\.png") as info:
-        core.fit(core.open_dataset(demo_copy), fast_config, strict=True)
+        somad.fit(somad.open_dataset(demo_copy), fast_config, strict=True)
     assert info.value.path == bad
 
 
@@ -186,16 +186,16 @@ def test_no_readable_training_image_is_a_data_error(tmp_path, fast_config):
     for i in range(2):
         _random_bytes(tmp_path / f"{i}.png", seed=i)
     with pytest.raises(DataError, match="none of the 2 training images"):
-        core.fit(core.open_dataset(tmp_path), fast_config)
+        somad.fit(somad.open_dataset(tmp_path), fast_config)
 
 
 def test_empty_folder_is_a_data_error(tmp_path, fast_config):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="no training images"):
-        core.open_dataset(empty)
+        somad.open_dataset(empty)
     with pytest.raises(DataError, match="no training images"):
-        core.fit([], fast_config)
+        somad.fit([], fast_config)
 
 
 def test_evaluate_without_labelled_test_set_is_a_data_error(fitted, tmp_path):
@@ -207,14 +207,14 @@ def test_evaluate_without_labelled_test_set_is_a_data_error(fitted, tmp_path):
     for i, image in enumerate(d.train):
         cv2.imwrite(str(folder / f"{i}.png"), image)
     with pytest.raises(DataError, match="no labelled test images"):
-        core.evaluate(fitted, core.open_dataset(folder))
+        somad.evaluate(fitted, somad.open_dataset(folder))
 
 
 def test_missing_mask_gives_no_pixel_metrics(fitted, demo_copy):
     mask = demo_copy / "ground_truth" / "spot" / "001_mask.png"
     mask.unlink()
     warnings = []
-    report = core.evaluate(fitted, core.open_dataset(demo_copy), on_error=warnings.append)
+    report = somad.evaluate(fitted, somad.open_dataset(demo_copy), on_error=warnings.append)
     assert report.image_auroc is not None and report.image_auroc >= 0.8
     assert report.pixel_auroc is None and report.pro is None
     for entry in report.per_defect_type.values():
@@ -224,21 +224,21 @@ def test_missing_mask_gives_no_pixel_metrics(fitted, demo_copy):
 
 
 def test_evaluate_reuses_given_results(fitted, demo_root, demo_report):
-    dataset = core.open_dataset(demo_root)
+    dataset = somad.open_dataset(demo_root)
     samples = [s for s in dataset.test if s.label >= 0]
-    results, _ = core.score_paths(fitted, [s.path for s in samples])
-    report = core.evaluate(fitted, dataset, results=results)
+    results, _ = somad.score_paths(fitted, [s.path for s in samples])
+    report = somad.evaluate(fitted, dataset, results=results)
     assert report.image_auroc == pytest.approx(demo_report.image_auroc)
     assert report.pixel_auroc == pytest.approx(demo_report.pixel_auroc)
 
 
 def test_store_thresholds_adds_best_f1_and_false_reject(fitted, demo_report):
     model = dataclasses.replace(fitted, thresholds=dict(fitted.thresholds))
-    core.store_thresholds(model, demo_report)
+    somad.store_thresholds(model, demo_report)
     assert model.thresholds["best_f1"] == pytest.approx(demo_report.best_f1_threshold)
     good = np.asarray(demo_report.good_scores)
     assert model.thresholds["false_reject_1pct"] == pytest.approx(
-        core.decision.threshold_for_false_reject_rate(good, 0.01)
+        somad.decision.threshold_for_false_reject_rate(good, 0.01)
     )
     assert model.thresholds["false_reject_1pct"] >= np.quantile(good, 0.9)
     assert "train_false_reject_1pct" in model.thresholds
@@ -248,10 +248,10 @@ def test_store_thresholds_adds_best_f1_and_false_reject(fitted, demo_report):
 
 # -- memory -----------------------------------------------------------------------------------------------
 def test_estimate_memory_grows_with_dims_som_and_images(fast_config):
-    base = core.estimate_memory(fast_config, 10)
-    more_dims = core.estimate_memory(fast_config.with_changes(features={"dims": 64}), 10)
-    bigger_som = core.estimate_memory(fast_config.with_changes(som={"rows": 20, "cols": 20}), 10)
-    more_images = core.estimate_memory(fast_config, 100)
+    base = somad.estimate_memory(fast_config, 10)
+    more_dims = somad.estimate_memory(fast_config.with_changes(features={"dims": 64}), 10)
+    bigger_som = somad.estimate_memory(fast_config.with_changes(som={"rows": 20, "cols": 20}), 10)
+    more_images = somad.estimate_memory(fast_config, 100)
     for key in ("features", "statistics", "model", "peak"):
         assert more_dims[key] > base[key], key
     for key in ("som", "statistics", "model", "peak"):
@@ -259,7 +259,7 @@ def test_estimate_memory_grows_with_dims_som_and_images(fast_config):
     assert more_images["features"] == 10 * base["features"]
     assert more_images["peak"] > base["peak"]
     # max_train caps the images counted.
-    capped = core.estimate_memory(dataclasses.replace(fast_config, max_train=10), 100)
+    capped = somad.estimate_memory(dataclasses.replace(fast_config, max_train=10), 100)
     assert capped["features"] == base["features"]
     assert base["features"] == 4 * 10 * 16 * 16 * 16  # float32, 16 x 16 grid at 64 px, 16 channels
 
@@ -269,7 +269,7 @@ def test_fit_refuses_when_memory_is_short(demo_root, fast_config, monkeypatch):
     built = []
     monkeypatch.setattr(training, "FeatureExtractor", lambda *a, **k: built.append(1))
     with pytest.raises(ResourceError, match="--dims"):
-        core.fit(core.open_dataset(demo_root), fast_config)
+        somad.fit(somad.open_dataset(demo_root), fast_config)
     assert not built  # refused before any work
 
 
@@ -285,4 +285,4 @@ def test_memory_check_measures_the_device_that_is_used(demo_root, fast_config, m
 
     monkeypatch.setattr(training, "FeatureExtractor", no_backbone)
     with pytest.raises(ResourceError):
-        core.fit(core.open_dataset(demo_root), fast_config)
+        somad.fit(somad.open_dataset(demo_root), fast_config)

@@ -99,7 +99,7 @@ def test_the_graph_builder_finds_a_planted_circle():
 
 
 def test_core_has_no_import_circle():
-    graph = _internal(import_graph("core"))
+    graph = _internal(import_graph("somad"))
     assert len(graph) > 20
     assert circles(graph) == []
 
@@ -107,7 +107,7 @@ def test_core_has_no_import_circle():
 def test_core_imports_no_front_end_and_no_qt():
     offenders = {
         module: sorted(e for e in edges if e.split(".")[0] in FORBIDDEN_IN_CORE)
-        for module, edges in import_graph("core").items()
+        for module, edges in import_graph("somad").items()
     }
     assert {m: e for m, e in offenders.items() if e} == {}
 

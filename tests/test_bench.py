@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from core import bench as runner
-from core.config import SomadConfig
-from core.errors import ConfigError
-from core.features import FeatureExtractor
-from core.methods import METHODS, IsolationForestDetector, PadimDetector
+from somad import bench as runner
+from somad.config import SomadConfig
+from somad.errors import ConfigError
+from somad.features import FeatureExtractor
+from somad.methods import METHODS, IsolationForestDetector, PadimDetector
 from somad_cli import bench
 from tests.conftest import make_config
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from core.defects.blind import (
+from somad.defects.blind import (
     BlindConfig,
     FeatureVAE,
     blind_analysis,
@@ -18,7 +18,7 @@ from core.defects.blind import (
     train_vae,
     vae_residuals,
 )
-from core.errors import Cancelled, ConfigError
+from somad.errors import Cancelled, ConfigError
 
 
 def _texture(d=16, h=40, w=40, seed=0) -> torch.Tensor:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-import core
-from core.bundled_weights import (
+import somad
+from somad.bundled_weights import (
     BUNDLED_PACKAGES,
     bundled_backbones,
     convert_by_order,
@@ -20,9 +20,9 @@ from core.bundled_weights import (
     find_bundled,
     load_bundled_state,
 )
-from core.config import FeatureConfig
-from core.errors import WeightsError
-from core.features import FeatureExtractor, ensure_torchvision_ops, normalisation
+from somad.config import FeatureConfig
+from somad.errors import WeightsError
+from somad.features import FeatureExtractor, ensure_torchvision_ops, normalisation
 
 CPU = torch.device("cpu")
 #: Tensors of each package's state dict, ``num_batches_tracked`` left out.
@@ -146,33 +146,33 @@ def test_resolution_order(tmp_path, offline):
 
 
 def test_default_fit_offline_uses_and_records_bundled_weights(demo_root, offline, tmp_path):
-    config = core.SomadConfig().with_changes(
+    config = somad.SomadConfig().with_changes(
         features={"image_size": 64, "dims": 16}, som={"rows": 6, "cols": 6, "epochs": 1}, device="cpu"
     )
     assert not config.features.weights and not config.features.random_init
     assert find_bundled(config.features.backbone) is not None, (
         "the default backbone must have bundled weights"
     )
-    model = core.fit(core.open_dataset(demo_root), config)
+    model = somad.fit(somad.open_dataset(demo_root), config)
     assert model.weights_origin == find_bundled(config.features.backbone).origin
     assert not model.random_init
     path = model.save(tmp_path / "m.somad")
-    reloaded = core.load_model(path)
+    reloaded = somad.load_model(path)
     assert reloaded.weights_origin == model.weights_origin
-    rows = dict(core.describe_model(core.model_metadata(reloaded)))
+    rows = dict(somad.describe_model(somad.model_metadata(reloaded)))
     assert "bundled package" in rows["weights"] and "RANDOM" not in rows["weights"]
 
 
 def test_pretrained_default_separates_demo_defects_better_than_random_init(demo_root):
-    data = core.open_dataset(demo_root)
+    data = somad.open_dataset(demo_root)
     reports = {}
     for random_init in (False, True):
-        config = core.SomadConfig().with_changes(
+        config = somad.SomadConfig().with_changes(
             features={"image_size": 64, "dims": 16, "random_init": random_init},
             som={"rows": 6, "cols": 6, "epochs": 3},
             device="cpu",
         )
-        reports[random_init] = core.evaluate(core.fit(data, config), data)
+        reports[random_init] = somad.evaluate(somad.fit(data, config), data)
     for name, r in (("pretrained", reports[False]), ("random-init", reports[True])):
         print(f"{name}: image AUROC {r.image_auroc:.3f}, pixel AUROC {r.pixel_auroc:.3f}, PRO {r.pro:.3f}")
     assert reports[False].image_auroc > reports[True].image_auroc

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-import core.features
+import somad.features
 from somad_cli.main import main
 
 FAST_FIT = [
@@ -216,9 +216,9 @@ def test_fit_bad_layers(demo_root, tmp_path, capsys):
 
 def test_fit_offline_without_weights_or_random_init(demo_root, tmp_path, capsys, monkeypatch):
     def offline(config):
-        raise core.features._offline_error(config, OSError("no network"))
+        raise somad.features._offline_error(config, OSError("no network"))
 
-    monkeypatch.setattr(core.features, "_check_hub_reachable", offline)
+    monkeypatch.setattr(somad.features, "_check_hub_reachable", offline)
     args = [a for a in FAST_FIT if a != "--random-init"]
     rc = main(["fit", str(demo_root), "--out", str(tmp_path / "m.somad"), *args])
     line = _one_error_line(capsys, rc)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import core
-from core import defects as C
-from core.demo import demo_part
-from core.errors import Cancelled, ConfigError
+import somad
+from somad import defects as C
+from somad.demo import demo_part
+from somad.errors import Cancelled, ConfigError
 from tests.conftest import make_config
 
 
@@ -217,10 +217,10 @@ def planted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def parts_model(tmp_path_factory):
     """A small model fitted on 40 good demo parts of 128 px, and its file."""
-    root = core.make_demo_dataset(
+    root = somad.make_demo_dataset(
         tmp_path_factory.mktemp("parts"), n_train=40, n_test_good=1, n_test_per_defect=1, size=PLANTED_SIZE
     )
-    model = core.fit(core.open_dataset(root), make_config(image_size=128, dims=64, som=10, epochs=3))
+    model = somad.fit(somad.open_dataset(root), make_config(image_size=128, dims=64, som=10, epochs=3))
     path = tmp_path_factory.mktemp("parts-model") / "parts.somad"
     model.save(path)
     return model, path
@@ -265,7 +265,7 @@ def test_scores_match_the_model(parts_model, planted, plain_descriptors):
 
 
 def test_contrastive_loss_by_hand():
-    from core.defects.contrastive import contrastive_loss
+    from somad.defects.contrastive import contrastive_loss
 
     a = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     b = torch.tensor([[0.3, 0.4], [0.3, 0.0], [0.6, 0.8]])  # distances 0.5, 0.3, 1.0
@@ -275,7 +275,7 @@ def test_contrastive_loss_by_hand():
 
 
 def test_neighbours_are_nearest_and_non_neighbours_far():
-    from core.defects.contrastive import mine_neighbours
+    from somad.defects.contrastive import mine_neighbours
 
     x = np.array([[0.0], [1.0], [2.0], [3.0], [10.0], [11.0], [12.0], [13.0]])
     near, far = mine_neighbours(x, 3, np.random.default_rng(0))
@@ -286,7 +286,7 @@ def test_neighbours_are_nearest_and_non_neighbours_far():
 
 
 def test_contrastive_head_learns_and_reports_progress_and_cancel(parts_model, planted):
-    from core.defects.contrastive import ContrastiveConfig, train_head
+    from somad.defects.contrastive import ContrastiveConfig, train_head
 
     images, kinds, _ = planted
     stages = []
@@ -323,7 +323,7 @@ def test_contrastive_head_learns_and_reports_progress_and_cancel(parts_model, pl
 
 
 def test_blind_mode_needs_no_threshold(parts_model, planted):
-    from core.defects.blind import BlindConfig
+    from somad.defects.blind import BlindConfig
 
     images, kinds, _ = planted
     result = C.cluster_images(
@@ -350,7 +350,7 @@ def test_collect_images_reads_type_folders(planted, tmp_path):
     (folder.parent / "loose").mkdir(exist_ok=True)
     cv2.imwrite(str(folder.parent / "loose" / "x.png"), np.zeros((8, 8, 3), np.uint8))
     assert C.collect_images(folder.parent / "loose")[1] is None
-    with pytest.raises(core.DataError):
+    with pytest.raises(somad.DataError):
         C.collect_images(tmp_path / "missing")
 
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core import data
-from core.data import (
+from somad import data
+from somad.data import (
     IMAGE_SUFFIXES,
     Dataset,
     Sample,
@@ -22,7 +22,7 @@ from core.data import (
     read_image,
     read_mask,
 )
-from core.errors import DataError, ImageReadError
+from somad.errors import DataError, ImageReadError
 
 
 def write(path: Path, image: np.ndarray, ext: str = ".png") -> Path:

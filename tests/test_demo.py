@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core.data import open_dataset, read_image, read_mask
-from core.demo import DEMO_DEFECT_TYPES, MARKER_NAME, demo_arrays, demo_part, make_demo_dataset, plant_defect
-from core.errors import ConfigError, DataError
+from somad.data import open_dataset, read_image, read_mask
+from somad.demo import DEMO_DEFECT_TYPES, MARKER_NAME, demo_arrays, demo_part, make_demo_dataset, plant_defect
+from somad.errors import ConfigError, DataError
 
 SMALL = {"n_train": 3, "n_test_good": 2, "n_test_per_defect": 3, "size": 96, "seed": 5}
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import core
-from core.extraction import AUGMENTATIONS, augment, extract_feature_set, extract_features, run_backbone
-from core.feature_cache import FeatureCache, cache_key
-from core.features import FeatureExtractor
-from core.progress import Monitor
+import somad
+from somad.extraction import AUGMENTATIONS, augment, extract_feature_set, extract_features, run_backbone
+from somad.feature_cache import FeatureCache, cache_key
+from somad.features import FeatureExtractor
+from somad.progress import Monitor
 from tests.conftest import make_config
 
 
@@ -34,7 +34,7 @@ def counted(monkeypatch):
 
 
 def _paths(root, split="train"):
-    dataset = core.open_dataset(root)
+    dataset = somad.open_dataset(root)
     return [s.path for s in (dataset.train if split == "train" else dataset.test)]
 
 
@@ -144,7 +144,7 @@ def test_patch_features_equal_the_extractors_and_pooled_are_stage_means(demo_roo
     ours = extract_feature_set(extractor, paths, Monitor())
     theirs, _, _ = extract_features(extractor, paths, Monitor())
     assert torch.equal(ours.features.patches, theirs)
-    image = core.read_image(paths[0])
+    image = somad.read_image(paths[0])
     with torch.inference_mode():
         stages = extractor.backbone(extractor.preprocess([image]))
     for stage, out in zip((1, 2, 3), stages, strict=True):
@@ -159,7 +159,7 @@ def test_augmented_features_are_the_pooled_features_of_rotated_and_flipped_copie
     result = cache.get(config, paths, augmented=True)
     assert result.features.patches is None and not result.features.pooled
     assert result.features.augmented[3].shape == (3 * len(AUGMENTATIONS), 256)
-    image = core.read_image(paths[1])
+    image = somad.read_image(paths[1])
     copies = augment(image)
     np.testing.assert_array_equal(copies[0], np.rot90(image))
     np.testing.assert_array_equal(copies[4], image[::-1])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import FeatureConfig
-from core.errors import WeightsError
-from core.features import FeatureExtractor, draw_channel_indices, ensure_torchvision_ops, read_state_dict
+from somad.config import FeatureConfig
+from somad.errors import WeightsError
+from somad.features import FeatureExtractor, draw_channel_indices, ensure_torchvision_ops, read_state_dict
 
 CPU = torch.device("cpu")
 
@@ -231,8 +231,8 @@ def test_pretrained_offline_names_both_ways_out(monkeypatch, tmp_path):
 def test_grid_shape_matches_the_features_when_the_size_is_not_a_multiple_of_four(images, tmp_path):
     import cv2
 
-    from core.extraction import extract_features
-    from core.progress import Monitor
+    from somad.extraction import extract_features
+    from somad.progress import Monitor
 
     ext = FeatureExtractor(_config(backbone="convnextv2_nano", layers=(0, 1, 2), image_size=66, dims=16), CPU)
     paths = []

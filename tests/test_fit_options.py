@@ -6,13 +6,13 @@ import argparse
 
 import pytest
 
-import core
-from core.errors import ConfigError
+import somad
+from somad.errors import ConfigError
 from somad_cli.common import add_fit_options, config_from_args
 
 
 def test_every_config_field_a_person_sets_is_described():
-    names = {o.name for o in core.fit_options()}
+    names = {o.name for o in somad.fit_options()}
     for required in (
         "features.backbone",
         "features.layers",
@@ -22,25 +22,25 @@ def test_every_config_field_a_person_sets_is_described():
         "seed",
     ):
         assert required in names
-    for option in core.fit_options():
-        assert option.doc.help and option.doc.label and option.doc.group in core.OPTION_GROUPS
-        assert core.read_option(core.SomadConfig(), option) is not None or option.doc.kind.startswith(
+    for option in somad.fit_options():
+        assert option.doc.help and option.doc.label and option.doc.group in somad.OPTION_GROUPS
+        assert somad.read_option(somad.SomadConfig(), option) is not None or option.doc.kind.startswith(
             ("optional", "file")
         )
 
 
 def test_shared_options_write_every_target():
-    config = core.apply_options(core.SomadConfig(), {"seed": 7, "som_size": 9})
+    config = somad.apply_options(somad.SomadConfig(), {"seed": 7, "som_size": 9})
     assert config.features.seed == config.som.seed == 7
     assert config.som.rows == config.som.cols == 9
     with pytest.raises(ConfigError, match="unknown option"):
-        core.apply_options(core.SomadConfig(), {"bogus": 1})
+        somad.apply_options(somad.SomadConfig(), {"bogus": 1})
 
 
 def test_parse_layers():
-    assert core.parse_layers("1, 2;3") == (1, 2, 3)
+    assert somad.parse_layers("1, 2;3") == (1, 2, 3)
     with pytest.raises(ConfigError, match="layers"):
-        core.parse_layers("1, x")
+        somad.parse_layers("1, x")
 
 
 NON_DEFAULT = {
@@ -59,7 +59,7 @@ NON_DEFAULT = {
 def test_every_flag_reaches_its_config_field():
     parser = argparse.ArgumentParser()
     add_fit_options(parser)
-    for option in core.fit_options():
+    for option in somad.fit_options():
         doc = option.doc
         if doc.flag is None:
             continue
@@ -67,16 +67,16 @@ def test_every_flag_reaches_its_config_field():
             argv = [doc.flag]
             expected = True
         elif doc.kind == "choice":
-            expected = next(c for c in doc.choices if c != core.read_option(core.SomadConfig(), option))
+            expected = next(c for c in doc.choices if c != somad.read_option(somad.SomadConfig(), option))
             argv = [doc.flag, expected]
         else:
             value = NON_DEFAULT[doc.kind]
             if doc.kind == "int":
                 value = str(max(int(doc.minimum), min(int(doc.maximum), 64)))  # in range: 64 (or its bound)
             argv = [doc.flag, value]
-            expected = core.parse_layers(argv[1]) if doc.kind == "layers" else type_of(doc.kind)(argv[1])
+            expected = somad.parse_layers(argv[1]) if doc.kind == "layers" else type_of(doc.kind)(argv[1])
         config = config_from_args(parser.parse_args(argv))
-        assert core.read_option(config, option) == expected, option.name
+        assert somad.read_option(config, option) == expected, option.name
         for target in option.targets[1:]:
             section, key = target.split(".")
             assert getattr(getattr(config, section), key) == expected, target

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.gaussian import NodeGaussians, fit_node_gaussians, gaussian_bytes, mahalanobis_to_nodes
-from core.progress import Monitor
-from core.som import BatchSOM
+from somad.gaussian import NodeGaussians, fit_node_gaussians, gaussian_bytes, mahalanobis_to_nodes
+from somad.progress import Monitor
+from somad.som import BatchSOM
 
 CPU = torch.device("cpu")
 DIMS = 5

@@ -12,9 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHECK = """
 import contextlib, importlib, io, pkgutil, sys
-import core
+import somad
 
-for info in pkgutil.walk_packages(core.__path__, "core."):
+for info in pkgutil.walk_packages(somad.__path__, "somad."):
     importlib.import_module(info.name)
 
 def loaded(*prefixes):

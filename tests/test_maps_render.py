@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from core import render
-from core.maps import REFERENCE_SIZE, gaussian_kernel1d, image_score, patch_scores_to_maps, smooth
+from somad import render
+from somad.maps import REFERENCE_SIZE, gaussian_kernel1d, image_score, patch_scores_to_maps, smooth
 
 CPU = torch.device("cpu")
 

@@ -9,31 +9,31 @@ import numpy as np
 import pytest
 import torch
 
-import core
-from core import metrics
-from core.config import SomadConfig
-from core.demo import demo_part
-from core.errors import ConfigError, ModelFileError
-from core.extraction import run_backbone
-from core.feature_cache import FeatureCache
-from core.features import FeatureExtractor
-from core.methods import (
+import somad
+from somad import metrics
+from somad.config import SomadConfig
+from somad.demo import demo_part
+from somad.errors import ConfigError, ModelFileError
+from somad.extraction import run_backbone
+from somad.feature_cache import FeatureCache
+from somad.features import FeatureExtractor
+from somad.methods import (
     IMAGE_METHODS,
     MAP_METHODS,
     METHODS,
     FeatureSet,
     create_detector,
 )
-from core.methods.patchcore import (
+from somad.methods.patchcore import (
     aggregate,
     greedy_coreset,
     greedy_coreset_dense,
     greedy_coreset_pruned,
     nearest_distances,
 )
-from core.model import MethodModel, load_any_model, load_model
-from core.model_file import read_model_file, write_model_file
-from core.training import fit_method
+from somad.model import MethodModel, load_any_model, load_model
+from somad.model_file import read_model_file, write_model_file
+from somad.training import fit_method
 from somad_cli.main import main as cli_main
 from tests.conftest import make_config
 
@@ -136,7 +136,7 @@ def test_state_round_trip_through_a_model_file_scores_identically(planted, name,
     path = model.save(tmp_path / f"{name}.somad")
     loaded = load_any_model(path, device="cpu")
     if name == "somad":
-        assert isinstance(loaded, core.SomadModel)
+        assert isinstance(loaded, somad.SomadModel)
         after = loaded.detector.score(planted["test"])
     else:
         assert isinstance(loaded, MethodModel) and loaded.method == name
@@ -307,8 +307,8 @@ def test_patchcore_nearest_distances_are_exact_and_chunking_does_not_matter():
 
 
 def test_somad_detector_on_cached_features_equals_core_fit(demo_root, fast_config):
-    dataset = core.open_dataset(demo_root)
-    model = core.fit(dataset, fast_config)
+    dataset = somad.open_dataset(demo_root)
+    model = somad.fit(dataset, fast_config)
     cache = FeatureCache(None)
     train = cache.get(fast_config.features, [s.path for s in dataset.train])
     test = cache.get(fast_config.features, [s.path for s in dataset.test[:6]])
@@ -316,13 +316,13 @@ def test_somad_detector_on_cached_features_equals_core_fit(demo_root, fast_confi
     torch.testing.assert_close(detector.som_weights, model.som_weights)
     torch.testing.assert_close(detector.gaussians.inverse_cholesky, model.gaussians.inverse_cholesky)
     maps, scores = detector.anomaly_maps(test.features, test.sizes)
-    expected = model.score([core.read_image(p) for p in test.paths])
+    expected = model.score([somad.read_image(p) for p in test.paths])
     assert scores == pytest.approx([r.score for r in expected], rel=1e-5)
     np.testing.assert_allclose(maps[0], expected[0].anomaly_map, rtol=1e-5, atol=1e-5)
 
 
 def test_fit_method_scores_files_saves_and_loads(demo_root, fast_config, tmp_path, capsys):
-    dataset = core.open_dataset(demo_root)
+    dataset = somad.open_dataset(demo_root)
     paths = [s.path for s in dataset.test]
     seen = []
     padim = fit_method(dataset, "padim", fast_config, progress=lambda stage, *_: seen.append(stage))
@@ -330,20 +330,20 @@ def test_fit_method_scores_files_saves_and_loads(demo_root, fast_config, tmp_pat
     assert {"features", "statistics", "calibration"} <= set(seen)
     assert padim.threshold == padim.thresholds["train_false_reject_1pct"]
     assert padim.training_summary["n_images"] == len(dataset.train)
-    results, errors = core.score_paths(padim, paths)
+    results, errors = somad.score_paths(padim, paths)
     assert not errors and all(
-        r.anomaly_map.shape == core.read_image(p).shape[:2] for r, p in zip(results, paths, strict=True)
+        r.anomaly_map.shape == somad.read_image(p).shape[:2] for r, p in zip(results, paths, strict=True)
     )
     loaded = load_any_model(padim.save(tmp_path / "padim.somad"), device="cpu")
-    again, _ = core.score_paths(loaded, paths)
+    again, _ = somad.score_paths(loaded, paths)
     assert [r.score for r in again] == [r.score for r in results]
 
     lof = fit_method(dataset, "lof", fast_config, {"n_neighbors": 5})
     assert not lof.gives_maps and lof.options["n_neighbors"] == 5
-    results, _ = core.score_paths(lof, paths)
+    results, _ = somad.score_paths(lof, paths)
     assert all(r.anomaly_map is None and np.isfinite(r.score) for r in results)
     loaded = load_any_model(lof.save(tmp_path / "lof.somad"), device="cpu")
-    assert [r.score for r in core.score_paths(loaded, paths)[0]] == [r.score for r in results]
+    assert [r.score for r in somad.score_paths(loaded, paths)[0]] == [r.score for r in results]
     assert cli_main(["info", str(tmp_path / "lof.somad")]) == 0
     out = capsys.readouterr().out
     assert "Local Outlier Factor: image scores only" in out and "n_neighbors 5" in out
@@ -352,9 +352,9 @@ def test_fit_method_scores_files_saves_and_loads(demo_root, fast_config, tmp_pat
     out = capsys.readouterr().out
     assert "PaDiM: anomaly maps" in out and "statistics.lam 0.01" in out
 
-    somad = fit_method(dataset, "somad", fast_config)
-    assert isinstance(somad, core.SomadModel)
-    assert (somad.method, somad.label, somad.gives_maps, somad.options) == ("somad", "SOMAD", True, {})
+    fitted = fit_method(dataset, "somad", fast_config)
+    assert isinstance(fitted, somad.SomadModel)
+    assert (fitted.method, fitted.label, fitted.gives_maps, fitted.options) == ("somad", "SOMAD", True, {})
     with pytest.raises(ConfigError, match="unknown option"):
         fit_method(dataset, "somad", fast_config, {"k": 3})
     with pytest.raises(ConfigError, match="method"):
@@ -366,7 +366,7 @@ def test_somad_files_are_unchanged_and_load_through_both_loaders(fitted, tmp_pat
     _, meta = read_model_file(path)
     assert meta["method"] == "somad" and meta["format_version"] == 1 and "method_options" not in meta
     a, b = load_model(path, device="cpu"), load_any_model(path, device="cpu")
-    assert isinstance(b, core.SomadModel)
+    assert isinstance(b, somad.SomadModel)
     assert torch.equal(a.gaussians.inverse_cholesky, b.gaussians.inverse_cholesky)
     assert dataclasses.asdict(a.config) == dataclasses.asdict(b.config)
 
@@ -380,9 +380,9 @@ def test_fit_method_honours_cancel_at_each_stage(demo_root, fast_config, name, s
     def progress(s, done, total):
         stages.append(s)
 
-    with pytest.raises(core.Cancelled):
+    with pytest.raises(somad.Cancelled):
         fit_method(
-            core.open_dataset(demo_root),
+            somad.open_dataset(demo_root),
             name,
             fast_config,
             progress=progress,
@@ -393,30 +393,30 @@ def test_fit_method_honours_cancel_at_each_stage(demo_root, fast_config, name, s
 
 
 def test_memory_estimates_match_the_fitted_models(demo_root, fast_config):
-    dataset = core.open_dataset(demo_root)
+    dataset = somad.open_dataset(demo_root)
     n = len(dataset.train)
     for name, options in (("padim", {}), ("patchcore", {"coreset_ratio": 0.2})):
-        estimate = core.estimate_memory(fast_config, n, name, options)
+        estimate = somad.estimate_memory(fast_config, n, name, options)
         model = fit_method(dataset, name, fast_config, options)
         assert estimate["model"] == model.detector.nbytes, name  # exact: the grid is known from the config
         assert estimate["features"] == 4 * n * 16 * 16 * 16  # 16 x 16 grid at 64 px, 16 channels
         assert estimate["peak"] > estimate["features"] + estimate["model"]
-    plain = core.estimate_memory(fast_config, n, "lof")
-    augmented = core.estimate_memory(fast_config, n, "lof", {"augment": True})
+    plain = somad.estimate_memory(fast_config, n, "lof")
+    augmented = somad.estimate_memory(fast_config, n, "lof", {"augment": True})
     lof = fit_method(dataset, "lof", fast_config, {"augment": True})
     assert augmented["model"] == 6 * plain["model"] >= lof.detector.nbytes  # an upper bound
-    padim_big = core.estimate_memory(dataclasses.replace(fast_config, max_train=4), n, "padim")
+    padim_big = somad.estimate_memory(dataclasses.replace(fast_config, max_train=4), n, "padim")
     assert padim_big["features"] == 4 * 4 * 16 * 16 * 16  # max_train caps the images counted
     with pytest.raises(ConfigError, match="method"):
-        core.estimate_memory(fast_config, n, "spade")
+        somad.estimate_memory(fast_config, n, "spade")
     with pytest.raises(ConfigError, match="coreset_ratio"):
-        core.estimate_memory(fast_config, n, "patchcore", {"coreset_ratio": 2})
+        somad.estimate_memory(fast_config, n, "patchcore", {"coreset_ratio": 2})
 
 
 def test_fit_method_refuses_when_memory_is_short(demo_root, fast_config, monkeypatch):
-    from core import memory
-    from core.errors import ResourceError
+    from somad import memory
+    from somad.errors import ResourceError
 
     monkeypatch.setattr(memory, "available_memory", lambda device: 1024)
     with pytest.raises(ResourceError, match="GiB"):
-        fit_method(core.open_dataset(demo_root), "padim", fast_config)
+        fit_method(somad.open_dataset(demo_root), "padim", fast_config)

@@ -7,9 +7,9 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from core.decision import threshold_for_false_reject_rate
-from core.errors import ConfigError
-from core.metrics import (
+from somad.decision import threshold_for_false_reject_rate
+from somad.errors import ConfigError
+from somad.metrics import (
     Confusion,
     aupro,
     best_f1_threshold,

@@ -15,13 +15,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import core.atomic as atomic
-import core.model_file as model_file
-from core.config import SomadConfig
-from core.demo import demo_arrays
-from core.errors import ModelFileError
-from core.model import load_model
-from core.model_file import read_model_file, write_model_file
+import somad.atomic as atomic
+import somad.model_file as model_file
+from somad.config import SomadConfig
+from somad.demo import demo_arrays
+from somad.errors import ModelFileError
+from somad.model import load_model
+from somad.model_file import read_model_file, write_model_file
 
 REQUIRED_METADATA = (
     "format",
@@ -294,8 +294,8 @@ def test_saved_model_gets_the_usual_file_permissions(fitted, tmp_path):
 
 
 def test_description_of_a_file_and_of_the_loaded_model_agree(fitted, saved):
-    from core.model import load_any_model, model_metadata
-    from core.model_file import describe_model
+    from somad.model import load_any_model, model_metadata
+    from somad.model_file import describe_model
 
     _, meta = read_model_file(saved)
     rows = describe_model(meta)

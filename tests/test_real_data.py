@@ -13,27 +13,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import core
+import somad
 
 ROOT = Path(os.environ.get("SOMAD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BOTTLE = ROOT / "bottle"
 
 pytestmark = pytest.mark.skipif(
-    not core.data.is_mvtec_category(BOTTLE), reason=f"real data not found at {BOTTLE} (set SOMAD_DATA)"
+    not somad.data.is_mvtec_category(BOTTLE), reason=f"real data not found at {BOTTLE} (set SOMAD_DATA)"
 )
 
 
 def test_small_pretrained_model_on_real_bottles():
-    dataset = core.open_dataset(BOTTLE)
+    dataset = somad.open_dataset(BOTTLE)
     assert dataset.has_masks and dataset.has_labels
-    config = core.SomadConfig().with_changes(
+    config = somad.SomadConfig().with_changes(
         features={"image_size": 128, "dims": 64},  # the default backbone, on its bundled ImageNet weights
         som={"rows": 16, "cols": 16, "epochs": 4},
         max_train=24,
         device="cpu",
     )
-    model = core.fit(dataset, config)
-    report = core.evaluate(model, dataset)
+    model = somad.fit(dataset, config)
+    report = somad.evaluate(model, dataset)
     assert len(report.records) == len(dataset.test)
     # measured 1.000 and 0.969 with these settings; random-init features gave about 0.8
     assert report.image_auroc is not None and report.image_auroc > 0.95

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.config import SomConfig
-from core.som import BatchSOM, MiniSomBackend, grid_coordinates, sigma_schedule, umatrix
+from somad.config import SomConfig
+from somad.som import BatchSOM, MiniSomBackend, grid_coordinates, sigma_schedule, umatrix
 
 CPU = torch.device("cpu")
 

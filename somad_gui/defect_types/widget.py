@@ -7,7 +7,7 @@ and thumbnail rendering run in background jobs (:mod:`somad_gui.workers`); the G
 
 The pane takes plain data: paths, cluster labels (0 = judged good), and either ready thumbnails or images/paths
 with anomaly maps and the threshold that outlines defects on them. :meth:`DefectTypesWidget.start_clustering`
-runs :func:`core.defects.compute_descriptors` and :func:`core.defects.cluster_set` for a fitted model.
+runs :func:`somad.defects.compute_descriptors` and :func:`somad.defects.cluster_set` for a fitted model.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-import core
+import somad
 from somad_gui import dialogs
 from somad_gui.defect_types.names import ClusterNames
 from somad_gui.defect_types.views import NEW_CLUSTER, ClusterGroup, to_pixmap
@@ -35,7 +35,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
 
     image_selected = QtCore.Signal(Path)
     labelsChanged = QtCore.Signal(object)  # numpy array of labels
-    clusteringFinished = QtCore.Signal(object)  # core.defects.ClusterResult
+    clusteringFinished = QtCore.Signal(object)  # somad.defects.ClusterResult
     clusteringFailed = QtCore.Signal(str)
     thumbnailsReady = QtCore.Signal()
 
@@ -58,7 +58,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
         self.dataset: Path | None = None
         self.names = ClusterNames(None, settings_store)
         self._icons: list[QtGui.QIcon | None] = []
-        self._descriptors = None  # core.defects.DescriptorSet of the last clustering run here
+        self._descriptors = None  # somad.defects.DescriptorSet of the last clustering run here
         self._config = None
         self._job: Job | None = None
         self._source: dict | None = None  # what the Cluster button clusters (see set_source)
@@ -170,7 +170,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
         return job
 
     def set_result(self, result, *, dataset: str | Path | None = None, thumbnails=None) -> Job | None:
-        """Show a :class:`core.defects.ClusterResult` (thumbnails rendered in the background if not given)."""
+        """Show a :class:`somad.defects.ClusterResult` (thumbnails rendered in the background if not given)."""
         return self.set_clusters(
             result.paths,
             result.labels,
@@ -247,7 +247,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
     ) -> Job:
         """Cluster ``images`` with ``model`` in a background job, then show the result."""
 
-        config = config or core.defects.ClusteringConfig(method=self.method_combo.currentData())
+        config = config or somad.defects.ClusteringConfig(method=self.method_combo.currentData())
         if n is None and self.n_spin.value() > 0:
             n = self.n_spin.value()
         kwargs = {
@@ -268,7 +268,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
         from dataclasses import replace
 
         config = replace(
-            self._config or core.defects.ClusteringConfig(), method=self.method_combo.currentData()
+            self._config or somad.defects.ClusteringConfig(), method=self.method_combo.currentData()
         )
         if n is None:
             n = self.n_spin.value() or None
@@ -438,7 +438,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
     # -- export -------------------------------------------------------------------------------------------
     def export_csv(self, path: str | Path) -> Path:
         """Write file, cluster, cluster name (and score, folder type when known) for every image."""
-        return core.defects.write_cluster_csv(
+        return somad.defects.write_cluster_csv(
             path,
             self.paths,
             self._labels,

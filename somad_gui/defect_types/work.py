@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-import core
+import somad
 
 #: Side of a thumbnail in pixels.
 THUMB_SIDE = 96
@@ -27,32 +27,32 @@ def make_thumbnails(
     An unreadable file gives ``None``. Pure numpy/OpenCV: runs in a worker thread.
     """
 
-    monitor = core.Monitor(progress, cancel)
+    monitor = somad.Monitor(progress, cancel)
     out: list[np.ndarray | None] = []
     for i, item in enumerate(items):
         if i % 8 == 0:
             monitor.step("thumbnails", i, len(items))
         try:
             image = (
-                item if isinstance(item, np.ndarray) else core.read_image(item) if item is not None else None
+                item if isinstance(item, np.ndarray) else somad.read_image(item) if item is not None else None
             )
-        except core.DataError:
+        except somad.DataError:
             image = None
         if image is None:
             out.append(None)
             continue
         amap = None if maps is None else maps[i]
-        out.append(core.defects.thumbnail(image, amap, threshold, side))
+        out.append(somad.defects.thumbnail(image, amap, threshold, side))
     monitor.step("thumbnails", len(items), len(items))
     return out
 
 
 def clustering_work(model, images, kwargs: dict, n, config, side: int, *, progress=None, cancel=None):
 
-    data = core.defects.compute_descriptors(
+    data = somad.defects.compute_descriptors(
         model, images, config=config, progress=progress, cancel=cancel, **kwargs
     )
-    result = core.defects.cluster_set(data, n, config)
+    result = somad.defects.cluster_set(data, n, config)
     # Arrays are always kept; files that could not be read are left out of the result, so go by its paths.
     items = list(images) if all(isinstance(i, np.ndarray) for i in images) else list(result.paths)
     thumbs = make_thumbnails(items, result.maps, result.map_threshold, side, progress=progress, cancel=cancel)
@@ -61,4 +61,4 @@ def clustering_work(model, images, kwargs: dict, n, config, side: int, *, progre
 
 def recluster_work(data, n, config, *, progress=None, cancel=None):
 
-    return core.defects.cluster_set(data, n, config)
+    return somad.defects.cluster_set(data, n, config)

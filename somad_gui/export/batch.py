@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-import core
+import somad
 from somad_gui.export.render import (
     RenderStyle,
     fit_map,
@@ -103,13 +103,13 @@ def export_batch(
     total = len(items)
     for i, item in enumerate(items):
         if cancel is not None and cancel():
-            raise core.Cancelled("cancelled by the user")
+            raise somad.Cancelled("cancelled by the user")
         if progress is not None:
             progress("export", i, total)
         entry, result = item.entry, item.result
         try:
-            image = core.read_image(entry.path)
-        except core.SomadError as exc:
+            image = somad.read_image(entry.path)
+        except somad.SomadError as exc:
             summary.errors.append(str(exc))
             continue
         h, w = image.shape[:2]
@@ -118,8 +118,8 @@ def export_batch(
         gt = None
         if entry.mask_path is not None:
             try:
-                gt = np.asarray(core.read_mask(entry.mask_path, (h, w)), dtype=bool)
-            except core.SomadError as exc:
+                gt = np.asarray(somad.read_mask(entry.mask_path, (h, w)), dtype=bool)
+            except somad.SomadError as exc:
                 summary.errors.append(str(exc))
         elif entry.label == 0:
             gt = np.zeros((h, w), dtype=bool)
@@ -139,9 +139,9 @@ def export_batch(
             {
                 "file": str(entry.path),
                 "score": f"{result.score:.6g}",
-                "verdict": core.verdict(result.score, threshold),
+                "verdict": somad.verdict(result.score, threshold),
                 "threshold": f"{threshold:.6g}",
-                "defect_area_px": "" if amap is None else core.defect_area(amap, threshold),
+                "defect_area_px": "" if amap is None else somad.defect_area(amap, threshold),
                 "model_file": model_file,
                 "defect_type": entry.defect_type,
                 "png": str(item.target),
@@ -164,4 +164,4 @@ def write_report(path: Path, rows: Sequence[dict[str, object]]) -> Path:
             writer.writeheader()
             writer.writerows(rows)
 
-    return core.write_atomically(path, write)
+    return somad.write_atomically(path, write)

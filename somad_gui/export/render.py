@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-import core
+import somad
 from somad_gui.app import GROUND_TRUTH_RGB, NG_RGB, OK_RGB, PREDICTED_RGB
 from somad_gui.viewer import overlay
 
@@ -106,10 +106,10 @@ def render_annotated(
     if gt_mask is not None and style.ground_truth:
         draw_outline(out, np.asarray(gt_mask, dtype=bool), GROUND_TRUTH_RGB, width)
     if amap is not None and style.contours and math.isfinite(threshold):
-        draw_outline(out, core.defect_mask(amap, threshold), PREDICTED_RGB, width)
+        draw_outline(out, somad.defect_mask(amap, threshold), PREDICTED_RGB, width)
     if banner and (amap is not None or score is not None) and math.isfinite(threshold):
         s = float(np.max(amap)) if score is None else float(score)
-        verdict = core.verdict(s, threshold)
+        verdict = somad.verdict(s, threshold)
         draw_banner(
             out,
             [f"{verdict}  score {s:.3f}", f"threshold {threshold:.3f}"],
@@ -160,7 +160,7 @@ def render_four_panel(
     if gt_mask is not None and style.ground_truth:
         draw_outline(cont, np.asarray(gt_mask, dtype=bool), GROUND_TRUTH_RGB, width)
     if amap is not None and math.isfinite(threshold):
-        draw_outline(cont, core.defect_mask(amap, threshold), PREDICTED_RGB, width)
+        draw_outline(cont, somad.defect_mask(amap, threshold), PREDICTED_RGB, width)
     strip = max(18, h // 12)
     gt_title = "Ground truth" if gt_mask is not None else "Ground truth: none"
     cont_title = f"Contours at {threshold:.3f}" if math.isfinite(threshold) else "Contours"
@@ -176,7 +176,7 @@ def render_four_panel(
     grid = np.concatenate([top, np.full((gap, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
     if (amap is not None or score is not None) and math.isfinite(threshold):
         s = float(np.max(amap)) if score is None else float(score)
-        verdict = core.verdict(s, threshold)
+        verdict = somad.verdict(s, threshold)
         title = (f"{title}  " if title else "") + f"{verdict}  score {s:.3f}  threshold {threshold:.3f}"
     if title:
         grid = _titled(grid, title, strip)
@@ -190,4 +190,4 @@ def write_png(path: str | Path, rgb: np.ndarray) -> Path:
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return core.write_bytes_atomically(path, data.tobytes())
+    return somad.write_bytes_atomically(path, data.tobytes())

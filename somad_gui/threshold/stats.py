@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import core
+import somad
 from somad_gui.store import NG, OK, ResultStore
 
 
@@ -20,7 +20,7 @@ class Summary:
     ng: int
     unscored: int
     labelled: int
-    confusion: core.metrics.Confusion = field(default_factory=lambda: core.metrics.Confusion(0, 0, 0, 0))
+    confusion: somad.metrics.Confusion = field(default_factory=lambda: somad.metrics.Confusion(0, 0, 0, 0))
 
     @property
     def tp(self) -> int:
@@ -72,7 +72,7 @@ def summarize(store: ResultStore) -> Summary:
         ng=int(np.count_nonzero(verdicts == NG)),
         unscored=int(np.count_nonzero(~scored)),
         labelled=int(np.count_nonzero(known)),
-        confusion=core.metrics.Confusion.from_predictions(lab == 1, v == NG),
+        confusion=somad.metrics.Confusion.from_predictions(lab == 1, v == NG),
     )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-import core
+import somad
 from somad_gui.app import NG_RGB, OK_RGB, PREDICTED_RGB, configure_plots
 from somad_gui.session import Session
 from somad_gui.threshold import stats
@@ -76,7 +76,7 @@ class ThresholdPanel(QtWidgets.QWidget):
         self.frr_spin.setRange(0.1, 50.0)
         self.frr_spin.setDecimals(1)
         self.frr_spin.setSingleStep(0.5)
-        self.frr_spin.setValue(100.0 * core.FALSE_REJECT_RATE)
+        self.frr_spin.setValue(100.0 * somad.FALSE_REJECT_RATE)
         self.frr_spin.setSuffix(" %")
         self.frr_spin.setToolTip("Share of good test images allowed to be rejected (NG)")
         self.frr_button = QtWidgets.QPushButton("False-reject rate")

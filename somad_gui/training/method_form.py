@@ -1,4 +1,4 @@
-"""The method selector of the training dock: a combo of ``core.METHODS``, what the method does, and a form of
+"""The method selector of the training dock: a combo of ``somad.METHODS``, what the method does, and a form of
 the chosen method's own options (one page per method; the others are hidden).
 """
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from PySide6 import QtCore, QtWidgets
 
-import core
+import somad
 from somad_gui.training.options import method_option_kind
 
 INT_LIMIT = 2**31 - 1
@@ -26,11 +26,11 @@ class MethodForm(QtWidgets.QWidget):
             QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.combo.setMinimumContentsLength(12)
-        for group in (core.methods.MAP_METHODS, core.methods.IMAGE_METHODS):
+        for group in (somad.methods.MAP_METHODS, somad.methods.IMAGE_METHODS):
             if self.combo.count():
                 self.combo.insertSeparator(self.combo.count())
             for name in group:
-                info = core.METHODS[name]
+                info = somad.METHODS[name]
                 kind = "anomaly maps" if info.gives_maps else "image scores only"
                 self.combo.addItem(f"{info.label} ({kind})", name)
                 self.combo.setItemData(
@@ -48,7 +48,7 @@ class MethodForm(QtWidgets.QWidget):
         layout.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         layout.addRow("Method", self.combo)
         layout.addRow(self.summary)
-        for name, info in core.METHODS.items():
+        for name, info in somad.METHODS.items():
             page = QtWidgets.QWidget()
             form = QtWidgets.QFormLayout(page)
             form.setContentsMargins(0, 0, 0, 0)
@@ -129,7 +129,7 @@ class MethodForm(QtWidgets.QWidget):
         return str(self.combo.currentData())
 
     def info(self) -> Any:
-        return core.METHODS[self.method()]
+        return somad.METHODS[self.method()]
 
     def set_method(self, name: str) -> None:
         i = self.combo.findData(name)
@@ -142,24 +142,24 @@ class MethodForm(QtWidgets.QWidget):
         return {k: self._read_editor(w) for k, w in self.editors[method or self.method()].items()}
 
     def options(self) -> dict[str, Any]:
-        """The current method's options, validated; raises ``core.ConfigError`` naming a bad one."""
+        """The current method's options, validated; raises ``somad.ConfigError`` naming a bad one."""
         return self.info().validate(self.raw_options())
 
     def set_options(self, method: str, options: dict[str, Any]) -> None:
         """Show ``options`` for ``method`` (unknown keys are ignored; missing ones get their defaults)."""
-        values = {**core.METHODS[method].defaults(), **options}
+        values = {**somad.METHODS[method].defaults(), **options}
         for key, w in self.editors[method].items():
             self._set_editor(w, values[key])
         if method == self.method():
             self.changed.emit()
 
     def set_options_of_all(self, options: dict[str, dict[str, Any]]) -> None:
-        for method in core.METHODS:
+        for method in somad.METHODS:
             self.set_options(method, dict(options.get(method, {})))
 
     def options_of_all(self) -> dict[str, dict[str, Any]]:
         """Every method's fields as typed (to remember them between sessions)."""
-        return {method: self.raw_options(method) for method in core.METHODS}
+        return {method: self.raw_options(method) for method in somad.METHODS}
 
     def _method_changed(self, *_args) -> None:
         info = self.info()

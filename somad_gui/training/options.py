@@ -1,5 +1,5 @@
 """The fitting options the training form shows, as data (no Qt): the core describes them once
-(:func:`core.fit_options`, shared with the command line); the form is built from this table and converts
+(:func:`somad.fit_options`, shared with the command line); the form is built from this table and converts
 values back into a config.
 """
 
@@ -7,30 +7,30 @@ from __future__ import annotations
 
 from typing import Any
 
-import core
+import somad
 
 #: A field of the training form: the core's description of a fit option (``name``, ``targets``, ``doc``).
-Option = core.FitOption
+Option = somad.FitOption
 
-_FIT_OPTIONS = {o.name: o for o in core.fit_options()}
+_FIT_OPTIONS = {o.name: o for o in somad.fit_options()}
 OPTIONS: tuple[Option, ...] = tuple(o for o in _FIT_OPTIONS.values() if o.doc.form)
-GROUPS: tuple[str, ...] = core.OPTION_GROUPS
+GROUPS: tuple[str, ...] = somad.OPTION_GROUPS
 BACKBONES: tuple[str, ...] = _FIT_OPTIONS["features.backbone"].doc.suggestions
 
 
 def get_value(config: Any, option: Option) -> Any:
     """The option's current value in ``config``."""
-    return core.read_option(config, option)
+    return somad.read_option(config, option)
 
 
 def apply_values(config: Any, values: dict[str, Any]) -> Any:
     """A copy of ``config`` with the form's values (keyed by option name) written in; not validated."""
-    return core.apply_options(config, values)
+    return somad.apply_options(config, values)
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
     """'1, 2, 3' -> (1, 2, 3); raises ValueError on anything else."""
-    return core.parse_layers(text)
+    return somad.parse_layers(text)
 
 
 def format_bytes(n: float) -> str:
@@ -58,12 +58,12 @@ def config_key(option: Option) -> str:
 
 
 def visible_options(method_info: Any) -> set[str]:
-    """Names of the form's fields that matter to a method (a ``core.METHODS`` entry); the rest are hidden."""
+    """Names of the form's fields that matter to a method (a ``somad.METHODS`` entry); the rest are hidden."""
     return {option.name for option in OPTIONS if method_info.applies(config_key(option))}
 
 
 def method_option_kind(spec: Any) -> str:
-    """How a method's own option (``core.methods.OptionSpec``) is edited: bool, choice, int or text.
+    """How a method's own option (``somad.methods.OptionSpec``) is edited: bool, choice, int or text.
 
     Text fields take floats and keyword values (KDE's "scott"); :meth:`MethodInfo.validate` parses them.
     """

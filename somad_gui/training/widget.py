@@ -9,7 +9,7 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-import core
+import somad
 from somad_gui import app as app_module
 from somad_gui.session import ERROR, WARNING, Session
 from somad_gui.training.method_form import MethodForm
@@ -75,7 +75,7 @@ class TrainingPanel(QtWidgets.QWidget):
     def __init__(self, session: Session, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
         self.session = session
-        self.base_config = core.SomadConfig()
+        self.base_config = somad.SomadConfig()
         self.editors: dict[str, QtWidgets.QWidget] = {}
         self._job: Job | None = None
         self._clock = StageClock()
@@ -86,20 +86,20 @@ class TrainingPanel(QtWidgets.QWidget):
         form_layout = QtWidgets.QVBoxLayout(form_host)
         form_layout.setContentsMargins(0, 0, 0, 0)
         preset_row = QtWidgets.QHBoxLayout()
-        d = core.SomadConfig()
+        d = somad.SomadConfig()
         self.defaults_button = QtWidgets.QPushButton("Defaults")
         self.defaults_button.setToolTip(
             f"The defaults: {d.features.backbone} on its bundled ImageNet weights (no download), layers "
             f"{', '.join(map(str, d.features.layers))}, {d.features.image_size} px, {d.som.rows}×{d.som.cols} SOM, "
             f"k = {d.scoring.k}, σ = {d.scoring.sigma:g}"
         )
-        self.defaults_button.clicked.connect(lambda: self.set_config(core.SomadConfig()))
+        self.defaults_button.clicked.connect(lambda: self.set_config(somad.SomadConfig()))
         self.demo_button = QtWidgets.QPushButton("Fast demo")
         self.demo_button.setToolTip(
             "Small and offline: the default backbone on its bundled ImageNet weights, 128 px, 64 dims, 16×16 SOM "
             "(well under a minute on a CPU)"
         )
-        self.demo_button.clicked.connect(lambda: self.set_config(core.DEMO_CONFIG))
+        self.demo_button.clicked.connect(lambda: self.set_config(somad.DEMO_CONFIG))
         self.model_button = QtWidgets.QPushButton("Model's")
         self.model_button.setToolTip("The method, options and settings of the current model, to fit it again")
         self.model_button.clicked.connect(self.use_model_settings)
@@ -344,19 +344,19 @@ class TrainingPanel(QtWidgets.QWidget):
         return out
 
     def config(self) -> Any:
-        """The validated config of the form; raises core.ConfigError or ValueError."""
+        """The validated config of the form; raises somad.ConfigError or ValueError."""
         return apply_values(self.base_config, self.values()).validate()
 
     # -- method -----------------------------------------------------------------------------------------------
     def method(self) -> str:
-        """The chosen method's key in ``core.METHODS``."""
+        """The chosen method's key in ``somad.METHODS``."""
         return self.method_form.method()
 
     def set_method(self, name: str) -> None:
         self.method_form.set_method(name)
 
     def method_options(self) -> dict[str, Any]:
-        """The chosen method's own options, validated; raises core.ConfigError."""
+        """The chosen method's own options, validated; raises somad.ConfigError."""
         return self.method_form.options()
 
     def shown_options(self) -> set[str]:
@@ -388,7 +388,7 @@ class TrainingPanel(QtWidgets.QWidget):
         except (ValueError, TypeError, KeyError):
             self.method_form.set_options_of_all({})
         name = str(settings.value(METHOD_KEY, "somad") or "somad")
-        self.set_method(name if name in core.METHODS else "somad")
+        self.set_method(name if name in somad.METHODS else "somad")
         self._method_changed()
 
     def _changed(self, *_args) -> None:
@@ -396,7 +396,7 @@ class TrainingPanel(QtWidgets.QWidget):
             self.config()
             self.method_options()
             self.config_error = None
-        except (core.SomadError, ValueError, TypeError) as exc:
+        except (somad.SomadError, ValueError, TypeError) as exc:
             self.config_error = str(exc)
         self._estimate_timer.start()
         self._refresh_state()
@@ -405,10 +405,10 @@ class TrainingPanel(QtWidgets.QWidget):
         text = app_module.settings().value(SETTINGS_KEY, "")
         if text:
             try:
-                return core.SomadConfig.from_dict(json.loads(str(text))).validate()
-            except (ValueError, TypeError, core.SomadError):
+                return somad.SomadConfig.from_dict(json.loads(str(text))).validate()
+            except (ValueError, TypeError, somad.SomadError):
                 pass
-        return core.SomadConfig()
+        return somad.SomadConfig()
 
     def remember(self, config: Any) -> None:
         settings = app_module.settings()
@@ -418,7 +418,7 @@ class TrainingPanel(QtWidgets.QWidget):
 
     # -- devices and memory -----------------------------------------------------------------------------------
     def _load_devices(self) -> None:
-        job = self.session.jobs.start("devices", lambda **_: core.available_devices(), "Listing devices")
+        job = self.session.jobs.start("devices", lambda **_: somad.available_devices(), "Listing devices")
         job.succeeded.connect(self.set_devices)
         job.failed.connect(lambda msg: self.append_log(WARNING, f"Cannot list devices: {msg}"))
 
@@ -463,8 +463,8 @@ class TrainingPanel(QtWidgets.QWidget):
             return
         info = self.method_form.info()
         try:
-            est = dict(core.estimate_memory(self.config(), n, info.name, self.method_options()))
-        except (core.SomadError, ValueError) as exc:
+            est = dict(somad.estimate_memory(self.config(), n, info.name, self.method_options()))
+        except (somad.SomadError, ValueError) as exc:
             self.memory_label.setText(f"<span style='color:#b91c1c'>{_escape(str(exc))}</span>")
             return
         self.memory_estimate = est
@@ -484,12 +484,12 @@ class TrainingPanel(QtWidgets.QWidget):
     def start_fit(self) -> Job | None:
         try:
             config = self.config()
-        except (core.SomadError, ValueError) as exc:
+        except (somad.SomadError, ValueError) as exc:
             self.session.error(f"Invalid options: {exc}")
             return None
         try:
             options = self.method_options()
-        except core.SomadError as exc:
+        except somad.SomadError as exc:
             self.session.error(f"Invalid {self.method_form.info().label} options: {exc}")
             return None
         self.remember(config)

@@ -1,6 +1,6 @@
 """Pure numpy/OpenCV helpers shared by the viewer and the exporters: colour maps, contours, patch regions.
 
-Blending and the defect mask are ``core.render``'s (re-exported here), so the window and ``somad score`` agree.
+Blending and the defect mask are ``somad.render``'s (re-exported here), so the window and ``somad score`` agree.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from core import defect_mask
-from core.render import blend
+from somad import defect_mask
+from somad.render import blend
 
 COLORMAPS = ("inferno", "magma", "plasma", "viridis", "turbo", "cividis")
 DEFAULT_COLORMAP = "inferno"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 
-import core
+import somad
 from somad_gui.app import GROUND_TRUTH_RGB, NG_RGB, OK_RGB, configure_plots
 from somad_gui.session import Session, method_label
 from somad_gui.store import Entry, StoredResult
@@ -226,7 +226,7 @@ class ViewerWidget(QtWidgets.QWidget):
             return
         try:
             self.image = overlay.as_rgb(self._read_image(self.entry.path))
-        except core.SomadError as exc:
+        except somad.SomadError as exc:
             self.load_error = str(exc)
             self._clear()
             self.info_label.setText(f"<span style='color:#b91c1c'>{_escape(self.load_error)}</span>")
@@ -237,8 +237,8 @@ class ViewerWidget(QtWidgets.QWidget):
         self.anomaly_map = None if self.result is None else self.result.full_map((h, w))
         if self.entry.mask_path is not None:
             try:
-                self.gt_mask = np.asarray(core.read_mask(self.entry.mask_path, (h, w)), dtype=bool)
-            except core.SomadError as exc:
+                self.gt_mask = np.asarray(somad.read_mask(self.entry.mask_path, (h, w)), dtype=bool)
+            except somad.SomadError as exc:
                 self.session.warn(f"Cannot read the ground-truth mask: {exc}")
         elif self.entry.label == 0:
             self.gt_mask = np.zeros((h, w), dtype=bool)
@@ -319,7 +319,7 @@ class ViewerWidget(QtWidgets.QWidget):
         if path in self._images:
             self._images.move_to_end(path)
             return self._images[path]
-        img = core.read_image(path)
+        img = somad.read_image(path)
         self._images[path] = img
         while len(self._images) > IMAGE_CACHE_SIZE:
             self._images.popitem(last=False)

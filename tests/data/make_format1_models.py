@@ -14,15 +14,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-import core  # noqa: E402
-from core.demo import demo_arrays  # noqa: E402
+import somad  # noqa: E402
+from somad.demo import demo_arrays  # noqa: E402
 
 #: The demo images both models are fitted on and score.
 DEMO = {"n_train": 8, "n_test_good": 2, "n_test_per_defect": 2, "size": 64, "seed": 5}
 
 
-def config() -> core.SomadConfig:
-    return core.SomadConfig().with_changes(
+def config() -> somad.SomadConfig:
+    return somad.SomadConfig().with_changes(
         features={"backbone": "resnet18", "image_size": 32, "dims": 12, "random_init": True},
         som={"rows": 4, "cols": 4, "epochs": 2},
         device="cpu",
@@ -31,11 +31,11 @@ def config() -> core.SomadConfig:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        data = core.open_dataset(core.make_demo_dataset(tmp, **DEMO))
+        data = somad.open_dataset(somad.make_demo_dataset(tmp, **DEMO))
         images = demo_arrays(**DEMO).test
         expected = {}
         for method in ("somad", "padim"):
-            model = core.fit_method(data, method, config())
+            model = somad.fit_method(data, method, config())
             path = model.save(HERE / f"format1_{method}.somad")
             results = model.score(images)
             expected[method] = {

@@ -20,15 +20,15 @@ Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=Tru
 
 import pytest  # noqa: E402
 
-import core  # noqa: E402
+import somad  # noqa: E402
 
 #: The demo set most window tests share: small, but with good and two defect types, masks included.
 GUI_DEMO_ARGS = {"n_train": 12, "n_test_good": 4, "n_test_per_defect": 4, "size": 96, "seed": 1}
 
 
-def small_config(*, image_size: int = 64, dims: int = 16, som: int = 6, epochs: int = 2) -> core.SomadConfig:
+def small_config(*, image_size: int = 64, dims: int = 16, som: int = 6, epochs: int = 2) -> somad.SomadConfig:
     """A fast offline configuration: resnet18 with random weights on the CPU."""
-    return core.DEMO_CONFIG.with_changes(
+    return somad.DEMO_CONFIG.with_changes(
         features={"image_size": image_size, "dims": dims, "batch_size": 8},
         som={"rows": som, "cols": som, "epochs": epochs},
         device="cpu",
@@ -36,14 +36,14 @@ def small_config(*, image_size: int = 64, dims: int = 16, som: int = 6, epochs: 
 
 
 @pytest.fixture(scope="session")
-def gui_config() -> core.SomadConfig:
+def gui_config() -> somad.SomadConfig:
     return small_config()
 
 
 @pytest.fixture(scope="session")
 def gui_demo(tmp_path_factory) -> Path:
     """A small demo category in the MVTec layout; read-only (copy it with ``demo_copy`` to damage it)."""
-    return core.make_demo_dataset(tmp_path_factory.mktemp("gui-demo"), **GUI_DEMO_ARGS)
+    return somad.make_demo_dataset(tmp_path_factory.mktemp("gui-demo"), **GUI_DEMO_ARGS)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +55,7 @@ def demo_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_default(demo_cache) -> Path:
     """The demo set exactly as ``--demo`` writes it (40 training images of 128 px), inside ``demo_cache``."""
-    return core.make_demo_dataset(demo_cache)
+    return somad.make_demo_dataset(demo_cache)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def demo_copy(gui_demo, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def gui_model(gui_demo, gui_config):
     """One model fitted on the small demo set; do not mutate it."""
-    return core.fit(core.open_dataset(gui_demo), gui_config)
+    return somad.fit(somad.open_dataset(gui_demo), gui_config)
 
 
 @pytest.fixture(scope="session")

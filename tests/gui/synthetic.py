@@ -6,20 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
-import core
+import somad
 from somad_gui.store import StoredResult
 
 
 def synthetic_dataset(n_test: int = 1000, n_train: int = 20, root: Path = Path("/nonexistent/synthetic")):
     """A dataset of ``n_test`` test images over good and three defect types; the files do not exist."""
     types = ["good", "crack", "hole", "scratch"]
-    train = [core.Sample(root / "train" / "good" / f"{i:04d}.png", "train", "good") for i in range(n_train)]
+    train = [somad.Sample(root / "train" / "good" / f"{i:04d}.png", "train", "good") for i in range(n_train)]
     test = []
     for i in range(n_test):
         t = types[i % len(types)]
         mask = None if t == "good" else root / "ground_truth" / t / f"{i:04d}_mask.png"
-        test.append(core.Sample(root / "test" / t / f"{i:04d}.png", "test", t, mask))
-    return core.Dataset("synthetic", root, train, test, "mvtec")
+        test.append(somad.Sample(root / "test" / t / f"{i:04d}.png", "test", t, mask))
+    return somad.Dataset("synthetic", root, train, test, "mvtec")
 
 
 def fake_result(score: float, shape=(32, 32), grid=(4, 4), k: int = 3, rng=None) -> StoredResult:

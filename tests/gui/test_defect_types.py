@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PySide6 import QtCore, QtGui
 
-from core.render import PREDICTED_COLOUR
+from somad.render import PREDICTED_COLOUR
 from somad_gui.defect_types import ClusterNames, DefectTypesDock, DefectTypesWidget, make_thumbnails
 from somad_gui.defect_types.views import NEW_CLUSTER
 
@@ -187,9 +187,9 @@ def test_clicking_a_thumbnail_selects_its_image(qtbot, image_set):
 
 
 def test_clustering_runs_in_a_worker_and_shows_the_result(qtbot, gui_demo, gui_model):
-    import core
+    import somad
 
-    dataset = core.open_dataset(gui_demo)
+    dataset = somad.open_dataset(gui_demo)
     samples = dataset.test
     pane = _pane(qtbot, DictStore())
     threads = []

@@ -10,7 +10,7 @@ import shutil
 import pytest
 from PySide6 import QtCore
 
-import core
+import somad
 
 from .conftest import wait_idle
 
@@ -119,9 +119,9 @@ def test_root_of_several_categories_opens_the_first_and_lists_the_others(window,
 
 
 def test_window_metrics_equal_somad_eval(window, qtbot, gui_demo, gui_model, gui_model_file):
-    """The window and ``somad eval`` (core.evaluate) measure the same model on the same data alike."""
+    """The window and ``somad eval`` (somad.evaluate) measure the same model on the same data alike."""
     s = open_and_score(window, qtbot, gui_demo, gui_model, gui_model_file)
-    report = core.evaluate(gui_model, core.open_dataset(gui_demo))
+    report = somad.evaluate(gui_model, somad.open_dataset(gui_demo))
     assert report.pixel_auroc is not None and report.pro is not None
     assert s.metrics.image_auroc == pytest.approx(report.image_auroc, abs=1e-12)
     assert s.metrics.pixel_auroc == pytest.approx(report.pixel_auroc, abs=1e-12)
@@ -134,7 +134,7 @@ def test_a_defective_image_without_mask_skips_pixel_metrics_as_somad_eval_does(
 ):
     next((demo_copy / "ground_truth" / "spot").iterdir()).unlink()
     s = open_and_score(window, qtbot, demo_copy, gui_model, gui_model_file)
-    report = core.evaluate(gui_model, core.open_dataset(demo_copy))
+    report = somad.evaluate(gui_model, somad.open_dataset(demo_copy))
     assert report.pixel_auroc is None and s.metrics.pixel_auroc is None and s.metrics.pro is None
     assert any("no ground-truth mask" in note for note in s.metrics.notes)
     assert s.metrics.image_auroc == pytest.approx(report.image_auroc, abs=1e-12)

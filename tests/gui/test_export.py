@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core import defect_area
+from somad import defect_area
 from somad_gui.app import GROUND_TRUTH_RGB, NG_RGB, PREDICTED_RGB
 from somad_gui.export import batch
 from somad_gui.export.controller import ALL, NG_ONLY, SELECTED

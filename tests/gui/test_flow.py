@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-import core
+import somad
 from somad_gui.app import PREDICTED_RGB
 from somad_gui.session import DEMO_MODEL_NAME
 
@@ -62,7 +62,7 @@ def test_demo_fit_threshold_export_and_cancel(window, qtbot, demo_cache, demo_de
 
 def test_demo_reuses_the_cached_model(window, qtbot, demo_cache, demo_default):
     if not (demo_cache / DEMO_MODEL_NAME).exists():
-        core.fit(core.open_dataset(demo_default), small_config()).save(demo_cache / DEMO_MODEL_NAME)
+        somad.fit(somad.open_dataset(demo_default), small_config()).save(demo_cache / DEMO_MODEL_NAME)
     session = window.session
     kinds: list[str] = []
     session.jobs.jobStarted.connect(lambda job: kinds.append(job.kind))
@@ -84,7 +84,7 @@ def test_demo_refits_when_the_cached_model_is_damaged(window, qtbot, tmp_path, d
     with qtbot.waitSignal(session.demoReady, timeout=180_000):
         window.open_demo(small_config(), cache=cache)
     assert any("Cached demo model unusable" in m and DEMO_MODEL_NAME in m for m in messages)
-    assert core.load_model(cache / DEMO_MODEL_NAME).som_shape == (6, 6)
+    assert somad.load_model(cache / DEMO_MODEL_NAME).som_shape == (6, 6)
 
 
 def test_demo_refits_a_cached_model_of_random_init_features(window, qtbot, tmp_path, demo_default):
@@ -95,13 +95,13 @@ def test_demo_refits_a_cached_model_of_random_init_features(window, qtbot, tmp_p
     shutil.copytree(demo_default.parent, cache)
     (cache / DEMO_MODEL_NAME).unlink(missing_ok=True)
     random_config = small_config().with_changes(features={"random_init": True})
-    core.fit(core.open_dataset(cache / demo_default.name), random_config).save(cache / DEMO_MODEL_NAME)
+    somad.fit(somad.open_dataset(cache / demo_default.name), random_config).save(cache / DEMO_MODEL_NAME)
     session = window.session
     messages: list[str] = []
     session.message.connect(lambda _level, text: messages.append(text))
     with qtbot.waitSignal(session.demoReady, timeout=180_000):
         window.open_demo(small_config(), cache=cache)
     assert any("other backbone weights" in m for m in messages)
-    refitted = core.load_model(cache / DEMO_MODEL_NAME)
+    refitted = somad.load_model(cache / DEMO_MODEL_NAME)
     assert not refitted.random_init and refitted.weights_origin.startswith("bundled:")
     assert not session.random_init

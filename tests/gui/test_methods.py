@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PySide6 import QtWidgets
 
-import core
+import somad
 from somad_gui import app as app_module
 from somad_gui.export.controller import ALL
 from somad_gui.export.render import RenderStyle, render_annotated, render_four_panel
@@ -53,7 +53,7 @@ def test_selector_offers_every_method_and_hides_options_that_do_not_apply(window
     panel = window.training
     combo = panel.method_form.combo
     offered = {combo.itemData(i) for i in range(combo.count())} - {None}
-    assert offered == set(core.METHODS)
+    assert offered == set(somad.METHODS)
 
     panel.set_method("somad")
     assert panel.shown_options() == {o.name for o in OPTIONS}
@@ -78,7 +78,7 @@ def test_selector_offers_every_method_and_hides_options_that_do_not_apply(window
     pages = panel.method_form.pages
     assert pages["lof"].isVisibleTo(panel) and not pages["patchcore"].isVisibleTo(panel)
     assert set(panel.method_form.editors["lof"]) == {"stage", "augment", "n_neighbors"}
-    assert panel.method_options() == core.METHODS["lof"].defaults()
+    assert panel.method_options() == somad.METHODS["lof"].defaults()
     stage = panel.method_form.editors["lof"]["stage"]
     assert stage.text() == "deepest layer"  # stage 0 means the deepest feature layer
     stage.setValue(2)
@@ -128,7 +128,7 @@ def test_image_level_model_scores_without_heatmap_and_says_so(opened, qtbot, tmp
     window = opened
     session = window.session
     model = _fit(window, qtbot, "lof", {"n_neighbors": 5})
-    assert isinstance(model, core.MethodModel) and model.method == "lof" and not model.gives_maps
+    assert isinstance(model, somad.MethodModel) and model.method == "lof" and not model.gives_maps
     assert model.options["n_neighbors"] == 5
     store = session.store
     scored = store.scored_test()
@@ -183,12 +183,12 @@ def test_image_level_model_scores_without_heatmap_and_says_so(opened, qtbot, tmp
     with qtbot.waitSignal(session.scoringFinished, timeout=60_000):
         session.load_model(path)
     wait_idle(qtbot, session)
-    assert isinstance(session.model, core.MethodModel) and session.model.method == "lof"
+    assert isinstance(session.model, somad.MethodModel) and session.model.method == "lof"
 
     # the form takes the loaded model's method, options and settings back
     panel = window.training
     panel.set_method("somad")
-    panel.set_config(core.SomadConfig())
+    panel.set_config(somad.SomadConfig())
     assert panel.model_button.isEnabled()
     panel.model_button.click()
     assert panel.method() == "lof" and panel.method_options()["n_neighbors"] == 5
@@ -241,9 +241,9 @@ def test_memory_estimate_follows_the_method(opened):
         panel.set_method(method)
         panel.method_form.set_options(method, options)
         panel.update_estimate()
-        expected = core.estimate_memory(panel.config(), n, method, panel.method_options())
+        expected = somad.estimate_memory(panel.config(), n, method, panel.method_options())
         assert panel.memory_estimate == expected
         text = panel.memory_label.text()
-        assert core.METHODS[method].label in text and format_bytes(expected["model"]) in text
+        assert somad.METHODS[method].label in text and format_bytes(expected["model"]) in text
         assert "SOM" not in text.replace("SOMAD", "")
     assert "(at most)" in panel.memory_label.text()  # image-level estimates are upper bounds

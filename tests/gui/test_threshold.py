@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import core
+import somad
 from somad_gui.threshold import stats
 
 
@@ -44,12 +44,12 @@ def test_presets_match_the_core_metrics(panel, loaded_window):
     session = loaded_window.session
     labels, scores = labelled(session)
     panel.apply_best_f1()
-    thr, _ = core.metrics.best_f1_threshold(labels, scores)
+    thr, _ = somad.metrics.best_f1_threshold(labels, scores)
     assert session.threshold == pytest.approx(thr)
     panel.frr_spin.setValue(25.0)
     panel.apply_false_reject_rate()
     good = session.store.good_scores()
-    assert session.threshold == pytest.approx(core.decision.threshold_for_false_reject_rate(good, 0.25))
+    assert session.threshold == pytest.approx(somad.decision.threshold_for_false_reject_rate(good, 0.25))
     assert np.mean(good >= session.threshold) <= 0.25
     panel.apply_model_threshold()
     assert session.threshold == pytest.approx(session.model.threshold)
@@ -60,13 +60,13 @@ def test_summary_counts_and_metrics(panel, loaded_window):
     labels, scores = labelled(session)
     for thr in (float(np.median(scores)), float(scores.max()) + 1.0):
         session.set_threshold(thr)
-        c = core.metrics.confusion_at(labels, scores, thr)
+        c = somad.metrics.confusion_at(labels, scores, thr)
         s = panel.summary
         assert (s.tp, s.fp, s.tn, s.fn) == (c.tp, c.fp, c.tn, c.fn)
         assert panel.summary_labels["ng"].text() == str(s.ng)
         assert s.ok + s.ng == len(scores)
     metrics = session.metrics
-    assert metrics.image_auroc == pytest.approx(core.metrics.image_auroc(labels, scores))
+    assert metrics.image_auroc == pytest.approx(somad.metrics.image_auroc(labels, scores))
     assert panel.summary_labels["image_auroc"].text() == f"{metrics.image_auroc:.3f}"
     assert metrics.pixel_auroc is not None and metrics.pro is not None
     assert panel.summary_labels["pixel_auroc"].text() == f"{metrics.pixel_auroc:.3f}"

@@ -8,7 +8,7 @@ import time
 import pytest
 from PySide6 import QtCore, QtWidgets
 
-import core
+import somad
 from somad_gui import app as app_module
 from somad_gui.training.options import OPTIONS, apply_values, format_bytes, format_duration, parse_layers
 from somad_gui.training.widget import SETTINGS_KEY, StageClock, TrainingPanel
@@ -32,9 +32,9 @@ def test_form_round_trips_configs_and_explains_every_option(qtbot, window):
     app_module.settings().remove(SETTINGS_KEY)
     fresh = TrainingPanel(window.session)
     qtbot.addWidget(fresh)
-    assert fresh.config() == core.SomadConfig()
-    fresh.set_config(core.DEMO_CONFIG)
-    assert fresh.config() == core.DEMO_CONFIG
+    assert fresh.config() == somad.SomadConfig()
+    fresh.set_config(somad.DEMO_CONFIG)
+    assert fresh.config() == somad.DEMO_CONFIG
     custom = small_config(image_size=96, dims=24, som=7, epochs=3).with_changes(
         statistics={"lam": 0.05, "shrinkage": 2.0}, scoring={"k": 3, "sigma": 2.5}, max_train=9
     )
@@ -50,7 +50,7 @@ def test_form_round_trips_configs_and_explains_every_option(qtbot, window):
     for option in OPTIONS:
         assert fresh.editors[option.name].toolTip().strip(), option.name
     # the form is generated from the core's one description of the fit options, as the command line is
-    described = {o.name: o.doc for o in core.fit_options() if o.doc.form}
+    described = {o.name: o.doc for o in somad.fit_options() if o.doc.form}
     assert names == set(described)
     assert all(fresh.editors[n].toolTip().strip() == described[n].help.strip() for n in names)
 
@@ -76,7 +76,7 @@ def test_devices_and_memory_estimate(opened, panel, qtbot):
     assert combo.itemData(0) == "auto" and "CPU" in combo.itemText(combo.findData("cpu"))
     panel.set_config(small_config())
     panel.update_estimate()
-    expected = core.estimate_memory(panel.config(), len(opened.session.dataset.train))
+    expected = somad.estimate_memory(panel.config(), len(opened.session.dataset.train))
     assert panel.memory_estimate == expected
     assert format_bytes(expected["peak"]) in panel.memory_label.text()
     assert "12 training images" in panel.memory_label.text()
@@ -88,7 +88,7 @@ def test_helpers():
         parse_layers("")
     assert format_bytes(1536) == "2 KB" and format_bytes(3 * 2**30) == "3.0 GB"
     assert format_duration(75) == "1 min 15 s" and format_duration(4) == "4 s"
-    cfg = apply_values(core.SomadConfig(), {"seed": 7, "som.rows": 9, "device": "cpu", "max_train": None})
+    cfg = apply_values(somad.SomadConfig(), {"seed": 7, "som.rows": 9, "device": "cpu", "max_train": None})
     assert cfg.features.seed == cfg.som.seed == 7 and cfg.som.rows == 9 and cfg.device == "cpu"
     clock = StageClock(clock=iter([0.0, 10.0]).__next__)
     assert clock.update("som", 0, 10) is None
@@ -156,7 +156,7 @@ def test_gui_thread_stays_responsive_during_a_fit(window, qtbot, demo_default):
     timer.timeout.connect(beat)
     timer.start(20)
     job = session.fit(
-        core.DEMO_CONFIG.with_changes(device="cpu", features={"image_size": 192}, som={"epochs": 20})
+        somad.DEMO_CONFIG.with_changes(device="cpu", features={"image_size": 192}, som={"epochs": 20})
     )
     t0 = last[0] = time.monotonic()
     with qtbot.waitSignal(session.fitFinished, timeout=180_000):

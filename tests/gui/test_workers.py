@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-import core
+import somad
 from somad_gui.workers import JobRunner, ProgressThrottle, error_message
 
 
@@ -57,7 +57,7 @@ def test_job_failure_carries_core_message(qtbot):
     runner = JobRunner()
 
     def work(*, progress, cancel):
-        raise core.ImageReadError("/data/broken.png", "cannot decode image")
+        raise somad.ImageReadError("/data/broken.png", "cannot decode image")
 
     job = runner.start("test", work)
     with qtbot.waitSignal(job.failed, timeout=10_000) as blocker:
@@ -74,7 +74,7 @@ def test_cancel_stops_the_call_and_shutdown_waits(qtbot):
         started.set()
         while True:
             if cancel():
-                raise core.Cancelled("cancelled by the user")
+                raise somad.Cancelled("cancelled by the user")
             time.sleep(0.01)
 
     job = runner.start("test", work)
@@ -108,6 +108,6 @@ def test_progress_signals_are_throttled_to_about_20_per_second(qtbot):
 
 
 def test_error_message_is_one_line():
-    assert error_message(core.ModelFileError("/m.somad", "truncated")) == "/m.somad: truncated"
+    assert error_message(somad.ModelFileError("/m.somad", "truncated")) == "/m.somad: truncated"
     assert error_message(ValueError("bad\nsecond line")) == "ValueError: bad"
     assert "out of memory" in error_message(MemoryError())

@@ -1,0 +1,346 @@
+"""Datasets, images and masks: the MVTec AD folder layout, plain image folders and robust image decoding.
+
+Every image comes back as an H x W x 3 RGB ``uint8`` array and every mask as an H x W ``bool`` array,
+whatever the file holds (grayscale, alpha, palette, 16-bit or float). Problems raise
+:class:`~somad.errors.DataError` (or its subclass :class:`~somad.errors.ImageReadError`) naming the file;
+loaders never return ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from somad.errors import DataError, ImageReadError
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+MAX_IMAGE_PIXELS: int = 80_000_000
+MAX_FILE_BYTES: int = 512 * 1024 * 1024
+
+GOOD = "good"
+UNLABELLED = "unlabelled"
+_DECODE_FAILED = "cannot decode image (corrupt, truncated or unsupported format)"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset and, for a defective test image, its ground-truth mask when one exists."""
+
+    path: Path
+    split: Literal["train", "test"]
+    defect_type: str
+    mask_path: Path | None = None
+
+    @property
+    def label(self) -> int:
+        """0 for a good image, 1 for a defective one, -1 when the image is unlabelled."""
+        if self.defect_type == GOOD:
+            return 0
+        return -1 if self.defect_type == UNLABELLED else 1
+
+
+@dataclass
+class Dataset:
+    """A category: good training images and a (possibly empty) test set."""
+
+    name: str
+    root: Path
+    train: list[Sample]
+    test: list[Sample]
+    layout: Literal["mvtec", "folder"]
+
+    @property
+    def defect_types(self) -> list[str]:
+        """Sorted defect types of the test set (neither "good" nor "unlabelled")."""
+        return sorted({s.defect_type for s in self.test if s.label == 1})
+
+    @property
+    def has_masks(self) -> bool:
+        """True when the test set has defective images and every one of them has a mask."""
+        defective = [s for s in self.test if s.label == 1]
+        return bool(defective) and all(s.mask_path is not None for s in defective)
+
+    @property
+    def has_labels(self) -> bool:
+        """True when every test image is labelled and both good and defective images are present."""
+        labels = {s.label for s in self.test}
+        return labels == {0, 1}
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
+def list_images(folder: str | Path, *, recursive: bool = False) -> list[Path]:
+    """Image files inside ``folder`` (with ``recursive``, in its sub-folders too), sorted by name, then path;
+    hidden files and folders and non-image files are skipped. A missing folder has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    if not recursive:
+        return sorted((p for p in folder.iterdir() if _is_image(p)), key=lambda p: p.name)
+    found = [
+        p
+        for p in folder.rglob("*")
+        if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+    return sorted(found)
+
+
+def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Image files named by ``inputs``: files as they are, folders by every image inside them (recursively)."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = list_images(p, recursive=True)
+            if not found:
+                raise DataError(p, "no images in this folder")
+            paths += found
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise DataError(p, "file not found")
+    return paths
+
+
+def typed_images(folder: str | Path) -> list[Sample]:
+    """The images of a folder as unlabelled-or-typed test samples: those in each sub-folder typed by its name,
+    then those lying in the folder itself (type ``unlabelled``)."""
+    folder = _existing_folder(folder)
+    typed = [Sample(p, "test", sub.name) for sub in _subfolders(folder) for p in list_images(sub)]
+    loose = [Sample(p, "test", UNLABELLED) for p in list_images(folder)]
+    if not loose and not typed:
+        raise DataError(folder, "no test images (looked in the folder and its sub-folders)")
+    return typed + loose
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    found = (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(found, key=lambda p: p.name)
+
+
+def _existing_folder(path: str | Path) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise DataError(folder, "does not exist")
+    if not folder.is_dir():
+        raise DataError(folder, "is not a folder")
+    return folder
+
+
+def is_mvtec_category(path: str | Path) -> bool:
+    """True when ``path`` has a ``train/good`` folder holding at least one image."""
+    return bool(list_images(Path(path).expanduser() / "train" / GOOD))
+
+
+def find_categories(root: str | Path) -> list[Path]:
+    """``root`` itself when it is a category, else its category sub-folders, sorted by name."""
+    folder = _existing_folder(root)
+    if is_mvtec_category(folder):
+        return [folder]
+    found = [p for p in _subfolders(folder) if is_mvtec_category(p)]
+    if not found:
+        raise DataError(folder, "no category found (expected <category>/train/good with images)")
+    return found
+
+
+def _find_mask(gt_folder: Path, stem: str) -> Path | None:
+    for name in (f"{stem}_mask", stem):
+        for suffix in (".png", *sorted(IMAGE_SUFFIXES - {".png"})):
+            candidate = gt_folder / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _mvtec_test(folder: Path) -> list[Sample]:
+    test_root, gt_root = folder / "test", folder / "ground_truth"
+    if not test_root.is_dir():
+        return []
+    samples: list[Sample] = []
+    for type_folder in _subfolders(test_root):
+        kind = type_folder.name
+        for image in list_images(type_folder):
+            mask = None if kind == GOOD else _find_mask(gt_root / kind, image.stem)
+            samples.append(Sample(image, "test", kind, mask))
+    return samples
+
+
+def open_dataset(path: str | Path, test_path: str | Path | None = None) -> Dataset:
+    """Open an MVTec AD category or a plain folder of good images.
+
+    A folder with a ``train`` sub-folder is read as MVTec AD (``train/good``, ``test/<type>``,
+    ``ground_truth/<type>/<stem>_mask.png``); any other folder's images are the training images.
+    ``test_path``, when given, replaces the test set: its sub-folders are defect types ("good" holds good
+    images) and images lying directly in it are unlabelled.
+    """
+    folder = _existing_folder(path)
+    if (folder / "train").is_dir():
+        layout: Literal["mvtec", "folder"] = "mvtec"
+        train_folder = folder / "train" / GOOD
+        test = [] if test_path is not None else _mvtec_test(folder)
+    else:
+        layout, train_folder, test = "folder", folder, []
+    train = [Sample(p, "train", GOOD) for p in list_images(train_folder)]
+    if not train:
+        raise DataError(folder, f"no training images (looked in {train_folder})")
+    if test_path is not None:
+        test = typed_images(test_path)
+    return Dataset(folder.name, folder, train, test, layout)
+
+
+def _png_size(data: np.ndarray) -> tuple[int, int] | None:
+    if data.size >= 24 and data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[12:16].tobytes() == b"IHDR":
+        return int.from_bytes(data[16:20].tobytes(), "big"), int.from_bytes(data[20:24].tobytes(), "big")
+    return None
+
+
+def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
+    if data.size < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    i, n = 2, min(int(data.size), 1 << 20)
+    while i + 9 < n and data[i] == 0xFF:
+        marker = int(data[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = int(data[i + 5]) << 8 | int(data[i + 6])
+            width = int(data[i + 7]) << 8 | int(data[i + 8])
+            return width, height
+        i += 2 + (int(data[i + 2]) << 8 | int(data[i + 3]))
+    return None
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageReadError(
+            path,
+            f"image too large ({width} x {height} = {width * height:,} pixels; "
+            f"the limit is {MAX_IMAGE_PIXELS:,})",
+        )
+
+
+def _decode(path: str | Path) -> tuple[Path, np.ndarray]:
+    """Read and decode a file as stored (any depth and channel count), with size guards."""
+    file = Path(path).expanduser()
+    try:
+        size = file.stat().st_size
+    except FileNotFoundError:
+        raise ImageReadError(file, "file not found") from None
+    except OSError as exc:
+        raise ImageReadError(file, f"cannot read file ({exc.strerror or exc})") from None
+    if not file.is_file():
+        raise ImageReadError(file, "is not a file")
+    if size == 0:
+        raise ImageReadError(file, "empty file")
+    if size > MAX_FILE_BYTES:
+        limit = MAX_FILE_BYTES >> 20
+        raise ImageReadError(file, f"file too large ({size / 2**20:.0f} MB; the limit is {limit} MB)")
+    try:
+        data = np.fromfile(file, np.uint8)
+    except OSError as exc:
+        raise ImageReadError(file, f"cannot read file ({exc.strerror or exc})") from None
+    header = _png_size(data) or _jpeg_size(data)
+    if header is not None:
+        _check_pixels(file, *header)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0 or image.ndim not in (2, 3):
+        raise ImageReadError(file, _DECODE_FAILED)
+    _check_pixels(file, image.shape[1], image.shape[0])
+    return file, image
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        values = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if values.max(initial=0.0) <= 1.0:
+            values = values * 255.0
+        return np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as H x W x 3 RGB ``uint8``.
+
+    Grayscale becomes RGB, alpha is dropped, palette images are expanded, 16-bit values are scaled to 0..255
+    and float images are taken as 0..1 (when their maximum is at most 1) or 0..255.
+    """
+    file, image = _decode(path)
+    image = _to_uint8(image)
+    if image.ndim == 3 and image.shape[2] in (1, 2):
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 3:
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.shape[2] == 4:
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    else:
+        raise ImageReadError(file, f"unsupported number of channels ({image.shape[2]})")
+    return np.ascontiguousarray(rgb)
+
+
+def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """Read a ground-truth mask as a ``bool`` array of ``shape`` (height, width).
+
+    A pixel is set when any colour channel is above zero; an image whose colour channels are all zero is read
+    from its alpha channel instead. Resizing uses nearest neighbour, so the mask stays binary.
+    """
+    height, width = (int(v) for v in shape)
+    if height < 1 or width < 1:
+        raise ValueError(f"mask shape: expected positive (height, width), got {tuple(shape)}")
+    _, image = _decode(path)
+    if image.ndim == 2:
+        mask = image > 0
+    else:
+        colour = image[:, :, : min(3, image.shape[2])] if image.shape[2] != 2 else image[:, :, :1]
+        mask = (colour > 0).any(axis=2)
+        if image.shape[2] in (2, 4) and not mask.any():
+            mask = image[:, :, -1] > 0
+    if mask.shape != (height, width):
+        resized = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+        mask = resized > 0
+    return mask
+
+
+def load_images(
+    paths: Iterable[str | Path],
+    *,
+    strict: bool = False,
+    on_error: Callable[[DataError], None] | None = None,
+) -> tuple[list[np.ndarray], list[int], list[DataError]]:
+    """Read many images; return the images, the indices of the paths that were read, and the errors.
+
+    With ``strict`` the first error is raised; otherwise ``on_error`` (if given) is called with it and reading
+    goes on.
+    """
+    images: list[np.ndarray] = []
+    indices: list[int] = []
+    errors: list[DataError] = []
+    for index, path in enumerate(paths):
+        try:
+            image = read_image(path)
+        except DataError as exc:
+            if strict:
+                raise
+            if on_error is not None:
+                on_error(exc)
+            errors.append(exc)
+            continue
+        images.append(image)
+        indices.append(index)
+    return images, indices, errors

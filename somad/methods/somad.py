@@ -1,0 +1,201 @@
+"""SOMAD (Li et al., ICIP 2021, Algorithm 1) as a detector: a Self-Organizing Map of the normal patches, a
+Gaussian per map node (Eq. 2), and for each test patch the minimum Mahalanobis distance over its k nearest nodes
+(Eqs. 1 and 3).
+
+Nearest nodes are found by Euclidean distance to the SOM weights among the nodes with training hits; the
+Gaussians are centred on the mean of the patches each node won (see :mod:`somad.gaussian`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from somad.config import SomadConfig
+from somad.extraction import FeatureSet
+from somad.features import BACKBONE_BYTES, estimated_grid
+from somad.gaussian import NodeGaussians, fit_node_gaussians, gaussian_bytes, mahalanobis_to_nodes
+from somad.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector
+from somad.progress import Monitor
+from somad.som import BatchSOM, train_som, umatrix
+
+
+@dataclass
+class SomAndNodes:
+    """What :func:`fit_som_and_nodes` learns from the training patches, with the seconds of each stage."""
+
+    som: BatchSOM
+    gaussians: NodeGaussians
+    quantization_error: float
+    seconds: dict[str, float]
+
+
+def fit_som_and_nodes(
+    grid: torch.Tensor, config: SomadConfig, device: torch.device, monitor: Monitor | None = None
+) -> SomAndNodes:
+    """Steps 2 and 3 of Algorithm 1 on patch features ``grid`` (N, gh, gw, d): train the SOM, assign every
+    patch to its best-matching node, and fit each node's Gaussian (Eq. 2) on the patches it won."""
+    monitor = monitor or Monitor()
+    patches = grid.reshape(-1, grid.shape[-1])
+    t0 = time.perf_counter()
+    som = train_som(grid, config.som, device, monitor)
+    nearest, nearest_d2 = som.nearest(patches, 1)
+    quantization_error = float(nearest_d2[:, 0].sqrt().mean())
+    t1 = time.perf_counter()
+    gaussians = fit_node_gaussians(
+        patches,
+        nearest[:, 0],
+        som.n_nodes,
+        som.weights,
+        config.statistics.lam,
+        config.statistics.shrinkage,
+        device,
+        monitor,
+    )
+    seconds = {"som": t1 - t0, "statistics": time.perf_counter() - t1}
+    return SomAndNodes(som, gaussians, quantization_error, seconds)
+
+
+class SomadDetector(Detector):
+    name = "somad"
+    label = "SOMAD"
+    gives_maps = True
+    has_som = True
+    file_prefix = ""  # a SOMAD file's tensors carry no prefix (format 1 as first written)
+    stores_options = False
+    summary = "Self-Organizing Map of the normal patches, a Gaussian per node, Mahalanobis to the k nearest"
+    config_options = (
+        *FEATURE_OPTIONS,
+        "som.rows",
+        "som.cols",
+        "som.epochs",
+        "som.sigma_start",
+        "som.sigma_end",
+        "som.init",
+        "som.seed",
+        "som.chunk_size",
+        "statistics.lam",
+        "statistics.shrinkage",
+        "scoring.k",
+        "scoring.sigma",
+        *RUN_OPTIONS,
+    )
+
+    som_weights: torch.Tensor
+    gaussians: NodeGaussians
+
+    @classmethod
+    def estimate_memory(cls, config, options, n_images: int) -> dict[str, int]:
+        """Features (N, gh, gw, d) float32; the SOM's weights, grid distances and one chunk of patch-to-node
+        distances; the node statistics (the model); one chunk of 128 nodes in float64 while fitting them."""
+        gh, gw = estimated_grid(config.features)
+        dims = config.features.dims
+        nodes = config.som.rows * config.som.cols
+        features = 4 * n_images * gh * gw * dims
+        som = 4 * nodes * dims + 4 * nodes * nodes * 2 + 4 * config.som.chunk_size * nodes * 2
+        statistics = gaussian_bytes(nodes, dims)
+        working = 8 * 128 * dims * dims * 3  # float64 scatter, covariance and factor of one node chunk
+        model = statistics + 4 * nodes * dims
+        return {
+            "features": features,
+            "som": som,
+            "statistics": statistics,
+            "model": model,
+            "peak": features + som + statistics + working + BACKBONE_BYTES,
+        }
+
+    # -- fitting ----------------------------------------------------------------------------------------
+    def fit(self, features: FeatureSet, monitor: Monitor | None = None) -> SomadDetector:
+        """Algorithm 1, steps 2 and 3, on the training patches; keeps what the training summary reports."""
+        monitor = monitor or Monitor()
+        assert features.patches is not None, "SOMAD needs patch features"
+        storage = self.device if self.device.type == "cuda" else torch.device("cpu")
+        grid = features.patches.to(storage, torch.float32)
+        fitted = fit_som_and_nodes(grid, self.config, self.device, monitor)
+        self.gaussians = fitted.gaussians
+        self.som_weights = fitted.som.weights
+        self.fitted = True
+        patches = grid.reshape(-1, grid.shape[-1])
+        n, gh, gw, _ = grid.shape
+        self.fit_summary = {
+            "n_patches": int(n * gh * gw),
+            "zero_init_last": self.config.features.zero_init_last,
+            "som_quantization_error": fitted.quantization_error,
+            "som_topographic_error": fitted.som.topographic_error(
+                patches[:: max(1, patches.shape[0] // 100_000)]
+            ),
+            "nodes_with_hits": int(fitted.gaussians.valid.sum()),
+        }
+        self.fit_seconds = dict(fitted.seconds)
+        return self
+
+    # -- scoring ----------------------------------------------------------------------------------------
+    @property
+    def som_shape(self) -> tuple[int, int]:
+        return self.config.som.rows, self.config.som.cols
+
+    def score_with_nodes(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patch scores (B, gh, gw) (Eq. 3, minimum over the k nearest nodes), nearest nodes (B, gh, gw, k) and
+        best node (B, gh, gw) of patch features (B, gh, gw, d).
+
+        Nearest nodes are by Euclidean distance to the SOM weights (Eq. 1), among nodes with training hits only.
+        """
+        self._check_fitted()
+        b, gh, gw, d = patches.shape
+        x = patches.reshape(-1, d).to(self.device, torch.float32)
+        k = min(self.config.scoring.k, int(self.gaussians.valid.sum()))
+        som = BatchSOM(*self.som_shape, d, self.device)
+        som.weights = self.som_weights
+        nearest, _ = som.nearest(x, k, mask=self.gaussians.valid)
+        d2 = mahalanobis_to_nodes(x, nearest, self.gaussians)
+        best_d2, best_pos = d2.min(1)
+        best = nearest.gather(1, best_pos.unsqueeze(1)).squeeze(1)
+        return (
+            best_d2.clamp_min(0).sqrt().view(b, gh, gw),
+            nearest.view(b, gh, gw, k),
+            best.view(b, gh, gw),
+        )
+
+    @torch.inference_mode()
+    def score(self, features: FeatureSet) -> torch.Tensor:
+        assert features.patches is not None, "SOMAD needs patch features"
+        return self.score_with_nodes(features.patches)[0]
+
+    def umatrix(self) -> np.ndarray:
+        """(rows, cols) U-matrix of the SOM weights."""
+        return umatrix(self.som_weights.cpu().numpy(), *self.som_shape)
+
+    def hit_counts(self) -> np.ndarray:
+        """(rows, cols) training patches won by each node."""
+        return self.gaussians.counts.cpu().numpy().reshape(self.som_shape).astype(np.int64)
+
+    # -- state ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        self._check_fitted()
+        return {
+            "som_weights": self.som_weights,
+            "node_means": self.gaussians.means,
+            "node_inverse_cholesky": self.gaussians.inverse_cholesky,
+            "node_counts": self.gaussians.counts.to(torch.int64),
+        }
+
+    def _load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        weights, means, inverse, counts = self._require(
+            tensors, "som_weights", "node_means", "node_inverse_cholesky", "node_counts"
+        )
+        n_nodes = self.config.som.rows * self.config.som.cols
+        dims = weights.shape[-1]
+        for name, t, shape in (
+            ("som_weights", weights, (n_nodes, dims)),
+            ("node_means", means, (n_nodes, dims)),
+            ("node_inverse_cholesky", inverse, (n_nodes, dims, dims)),
+            ("node_counts", counts, (n_nodes,)),
+        ):
+            if tuple(t.shape) != shape:
+                raise ValueError(f"tensor {name} has shape {tuple(t.shape)}, expected {shape}")
+        self.som_weights = weights.float().to(self.device)
+        self.gaussians = NodeGaussians(means.float(), inverse.float(), counts).to(self.device)

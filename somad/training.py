@@ -1,0 +1,169 @@
+"""Fitting any method on good images: features, the detector's own fit, calibration, training summary.
+
+One path for every method (Algorithm 1 of SOMAD for ``method="somad"``): the training images go through the
+backbone once (:func:`somad.extraction.extract_feature_set`), the detector learns from their features, and the
+model is calibrated on the same images: its ``train_false_reject_1pct`` threshold rejects 1 % of their own
+scores (optimistic for memory-based methods such as PatchCore, KDE and LOF, whose training images score near
+zero: prefer a threshold stored after an evaluation).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from somad.config import SomadConfig
+from somad.data import Dataset
+from somad.decision import FALSE_REJECT_RATE, false_reject_threshold
+from somad.devices import device_name, resolve_device
+from somad.errors import DataError
+from somad.extraction import FeatureSet, extract_feature_set
+from somad.features import FeatureExtractor, configure_threads
+from somad.memory import check_memory
+from somad.methods.registry import method_info
+from somad.model import FittedModel
+from somad.progress import CancelCheck, Monitor, ProgressCallback
+
+#: Training images scored together during calibration.
+CALIBRATION_BATCH = 32
+
+
+def training_paths(train: Dataset | Sequence[str | Path], max_train: int | None) -> list[Path]:
+    """The training images of a dataset or a list of paths; at most ``max_train``, spread evenly."""
+    if isinstance(train, str | Path):
+        raise DataError(train, "expected a dataset (somad.open_dataset) or a list of image paths")
+    paths = [s.path for s in train.train] if isinstance(train, Dataset) else [Path(p) for p in train]
+    if not paths:
+        raise DataError(getattr(train, "root", None), "no training images")
+    if max_train is not None and len(paths) > max_train:
+        keep = np.unique(np.linspace(0, len(paths) - 1, max_train).round().astype(int))
+        paths = [paths[i] for i in keep]
+    return paths
+
+
+def calibrate(model: FittedModel, features: FeatureSet, monitor: Monitor | None = None) -> np.ndarray:
+    """In-sample image scores of the training images from their features (maps at the input size)."""
+    monitor = monitor or Monitor()
+    size = model.config.features.image_size
+    n = len(features)
+    scores: list[float] = []
+    for start in range(0, n, CALIBRATION_BATCH):
+        monitor.step("calibration", start, n)
+        chunk = features.rows(start, min(start + CALIBRATION_BATCH, n))
+        scores += [r.score for r in model.results(chunk, [(size, size)] * len(chunk))]
+    monitor.step("calibration", n, n)
+    return np.asarray(scores)
+
+
+def finish_training(
+    model: FittedModel,
+    train_scores: np.ndarray,
+    timings: dict[str, float],
+    device: torch.device,
+    summary: dict,
+) -> None:
+    """Store what every fitted model keeps from its training run: the threshold rejecting
+    :data:`~somad.decision.FALSE_REJECT_RATE` of the training images' own scores, and the training summary
+    (``summary`` plus the score range, the seconds of each stage and where it ran)."""
+    model.thresholds["train_false_reject_1pct"] = false_reject_threshold(train_scores, FALSE_REJECT_RATE)
+    model.training_summary = {
+        **summary,
+        "train_score_mean": float(np.mean(train_scores)),
+        "train_score_max": float(np.max(train_scores)),
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def fit(
+    train: Dataset | Sequence[str | Path],
+    config: SomadConfig | None = None,
+    *,
+    method: str = "somad",
+    options: Mapping[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    strict: bool = False,
+    on_error=None,
+) -> FittedModel:
+    """Fit ``method`` (a key of :data:`somad.METHODS`, SOMAD by default) on the good images of ``train``.
+
+    ``train`` is a :class:`~somad.data.Dataset` or a list of image paths; ``options`` are the method's own (see
+    ``METHODS[method].options``). Unreadable images are reported through ``on_error`` and skipped (raised
+    when ``strict``). ``progress(stage, done, total)`` and ``cancel() -> bool`` are called between batches.
+    """
+    info = method_info(method)
+    config = (config or SomadConfig()).validate()
+    configure_threads()
+    monitor = Monitor(progress, cancel)
+    device = resolve_device(config.device)
+    detector = info.detector(config, options, device)
+    paths = training_paths(train, config.max_train)
+    check_memory(config, len(paths), device, method, detector.options)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    monitor.step("backbone", 0, 1)
+    extractor = FeatureExtractor(config.features, device)
+    extracted = extract_feature_set(
+        extractor,
+        paths,
+        monitor,
+        patches=detector.needs_patches,
+        pooled=detector.needs_pooled,
+        augmented=detector.wants_augmented,
+        strict=strict,
+        on_error=on_error,
+        storage=device if device.type == "cuda" else torch.device("cpu"),
+    )
+    if not extracted.paths:
+        raise DataError(paths[0].parent, f"none of the {len(paths)} training images could be read")
+    timings["features"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    detector.fit(extracted.features, monitor)
+    timings.update(detector.fit_seconds or {"fit": time.perf_counter() - t0})
+    model = FittedModel(
+        method=method,
+        config=config,
+        detector=detector,
+        weights_origin=extractor.weights_origin,
+        channel_indices=extractor.layout.channel_indices,
+        device=device,
+        _extractor=extractor,
+    )
+    t0 = time.perf_counter()
+    train_scores = calibrate(
+        model, FeatureSet(extracted.features.patches, extracted.features.pooled), monitor
+    )
+    timings["calibration"] = time.perf_counter() - t0
+    summary = {
+        "method": method,
+        "category": train.name if isinstance(train, Dataset) else None,
+        "n_images": len(extracted.paths),
+        "n_unreadable": len(extracted.unreadable),
+        "grid_shape": list(extractor.grid_shape) if detector.needs_patches else [0, 0],
+        "feature_channels": int(sum(extractor.layout.stage_channels)),
+        **detector.fit_summary,
+    }
+    finish_training(model, train_scores, timings, device, summary)
+    return model
+
+
+def fit_method(
+    train: Dataset | Sequence[str | Path],
+    method: str = "somad",
+    config: SomadConfig | None = None,
+    options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> FittedModel:
+    """:func:`fit` with the method as second argument (the earlier name)."""
+    return fit(train, config, method=method, options=options, **kwargs)
