@@ -147,24 +147,28 @@ class FittedModel:
         methods with a SOM each patch's nearest nodes and best node."""
         det = self.detector
         paths = list(paths) if paths is not None else [None] * len(features)
+        paths = [None if p is None else Path(p) for p in paths]
         if not det.gives_maps:
             scores = det.score(features).double().cpu().numpy()
-            return [
-                ImageResult(None, float(s), np.zeros((0, 0, 0), np.int32), np.zeros((0, 0), np.int32), p)
-                for s, p in zip(scores, paths, strict=True)
-            ]
+            return [ImageResult(None, float(s), path=p) for s, p in zip(scores, paths, strict=True)]
+        nearest_np = best_np = None
         if det.has_som:
             patch, nearest, best = det.score_with_nodes(features.patches)  # type: ignore[attr-defined]
             nearest_np = nearest.cpu().numpy().astype(np.int32)
             best_np = best.cpu().numpy().astype(np.int32)
         else:
             patch = det.score(features)
-            b, gh, gw = patch.shape
-            nearest_np = np.zeros((b, gh, gw, 0), np.int32)
-            best_np = np.full((b, gh, gw), -1, np.int32)
+        grid = (int(patch.shape[1]), int(patch.shape[2]))
         maps, scores = anomaly_maps(patch, self.config, output_sizes)
         return [
-            ImageResult(m, float(s), nearest_np[i], best_np[i], None if p is None else Path(p))
+            ImageResult(
+                m,
+                float(s),
+                None if nearest_np is None else nearest_np[i],
+                None if best_np is None else best_np[i],
+                p,
+                grid,
+            )
             for i, (m, s, p) in enumerate(zip(maps, scores, paths, strict=True))
         ]
 

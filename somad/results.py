@@ -10,23 +10,23 @@ import numpy as np
 
 @dataclass
 class ImageResult:
-    """The anomaly map of one image and what the SOM says about each of its patches.
+    """What a model says of one image: every method gives a score; map methods an anomaly map and the shape
+    of their feature grid; methods with a Self-Organizing Map also each patch's nodes.
 
-    ``anomaly_map`` is float32 at the image's own height x width, in raw Mahalanobis units (Eq. 3 of SOMAD), so
-    one threshold means the same on every image; ``None`` for image-level detectors. ``score`` is its maximum. ``nearest_nodes`` (gh, gw, k) holds the
-    indices (row-major, ``r * cols + c``) of each feature-grid patch's k nearest SOM nodes by Euclidean distance,
-    nearest first; ``best_node`` (gh, gw) the one of them with the smallest Mahalanobis distance.
+    ``anomaly_map`` is float32 at the image's own height x width, in the method's raw units (Mahalanobis units for
+    SOMAD, Eq. 3), so one threshold means the same on every image; ``None`` for image-level detectors. ``score``
+    is its maximum. Only for methods with a SOM: ``nearest_nodes`` (gh, gw, k) holds the indices (row-major,
+    ``r * cols + c``) of each feature-grid patch's k nearest nodes by Euclidean distance, nearest first, and
+    ``best_node`` (gh, gw) the one of them with the smallest Mahalanobis distance; ``None`` otherwise.
     """
 
     anomaly_map: np.ndarray | None
     score: float
-    nearest_nodes: np.ndarray
-    best_node: np.ndarray
+    nearest_nodes: np.ndarray | None = None
+    best_node: np.ndarray | None = None
     path: Path | None = None
-
-    @property
-    def grid_shape(self) -> tuple[int, int]:
-        return tuple(self.best_node.shape)  # type: ignore[return-value]
+    #: (gh, gw) of the feature grid the map was made from; ``None`` without a map.
+    grid_shape: tuple[int, int] | None = None
 
 
 @dataclass

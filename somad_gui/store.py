@@ -56,15 +56,16 @@ class StoredResult:
     """The parts of ``somad.ImageResult`` the window keeps for one image.
 
     ``anomaly_map`` is ``None`` for image-level detectors (a score, no heatmap); ``image_shape`` is then (0, 0)
-    and ``map_min`` the score. ``best_node`` holds SOM node indices for SOMAD models only (else -1 or empty).
+    and ``map_min`` the score. ``nearest_nodes`` and ``best_node`` are there for models with a SOM only.
     """
 
     anomaly_map: np.ndarray | None
     image_shape: tuple[int, int]
     score: float
-    nearest_nodes: np.ndarray
-    best_node: np.ndarray
+    nearest_nodes: np.ndarray | None
+    best_node: np.ndarray | None
     map_min: float
+    grid: tuple[int, int] | None = None
 
     @property
     def has_map(self) -> bool:
@@ -77,8 +78,8 @@ class StoredResult:
                 anomaly_map=None,
                 image_shape=(0, 0),
                 score=float(result.score),
-                nearest_nodes=np.asarray(result.nearest_nodes),
-                best_node=np.asarray(result.best_node),
+                nearest_nodes=None,
+                best_node=None,
                 map_min=float(result.score),
             )
         amap = np.asarray(result.anomaly_map, dtype=np.float32)
@@ -90,14 +91,20 @@ class StoredResult:
             anomaly_map=reduced,
             image_shape=(int(h), int(w)),
             score=float(result.score),
-            nearest_nodes=np.asarray(result.nearest_nodes),
-            best_node=np.asarray(result.best_node),
+            nearest_nodes=None if result.nearest_nodes is None else np.asarray(result.nearest_nodes),
+            best_node=None if result.best_node is None else np.asarray(result.best_node),
             map_min=float(np.min(amap)),
+            grid=result.grid_shape,
         )
 
     @property
     def grid_shape(self) -> tuple[int, int]:
-        return (int(self.best_node.shape[0]), int(self.best_node.shape[1]))
+        """(gh, gw) of the feature grid ((1, 1) when unknown)."""
+        if self.grid is not None:
+            return self.grid
+        if self.best_node is not None:
+            return (int(self.best_node.shape[0]), int(self.best_node.shape[1]))
+        return (1, 1)
 
     def full_map(self, shape: tuple[int, int] | None = None) -> np.ndarray | None:
         """The map at ``shape`` (default: the image's own height x width); None without a map."""

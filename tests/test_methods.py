@@ -420,3 +420,20 @@ def test_fit_method_refuses_when_memory_is_short(demo_root, fast_config, monkeyp
     monkeypatch.setattr(memory, "available_memory", lambda device: 1024)
     with pytest.raises(ResourceError, match="GiB"):
         fit_method(somad.open_dataset(demo_root), "padim", fast_config)
+
+
+def test_results_carry_som_arrays_only_for_methods_with_a_som(demo_root, fast_config):
+    dataset = somad.open_dataset(demo_root)
+    images = [somad.read_image(s.path) for s in dataset.test[:2]]
+    for method, options in (("somad", None), ("padim", None), ("lof", {"n_neighbors": 3})):
+        model = fit_method(dataset, method, fast_config, options)
+        result = model.score(images)[0]
+        if method == "somad":
+            assert result.best_node.shape == result.grid_shape == model.grid_shape
+            assert result.nearest_nodes.shape[:2] == result.grid_shape
+        else:
+            assert result.nearest_nodes is None and result.best_node is None
+        if method == "lof":
+            assert result.anomaly_map is None and result.grid_shape is None
+        else:
+            assert result.grid_shape == tuple(model.training_summary["grid_shape"])

@@ -241,7 +241,7 @@ class SomPanesWidget(QtWidgets.QWidget):
 
     def _current_changed(self, _index: int) -> None:
         result = self.session.current_result()
-        if result is None or self.n_nodes == 0 or not self.session.has_som:
+        if result is None or self.n_nodes == 0 or result.best_node is None:
             self.current_hits = None
         else:
             rows, cols = self.session.model.som_shape

@@ -256,7 +256,7 @@ class ViewerWidget(QtWidgets.QWidget):
         self.region_node = node
         for panel in self.panels:
             panel.region.clear()
-        if node is None or self.result is None or self.image is None:
+        if node is None or self.result is None or self.image is None or self.result.best_node is None:
             return
         grid = overlay.node_region(self.result.best_node, node)
         rgba = np.zeros((*grid.shape, 4), dtype=np.uint8)
@@ -280,7 +280,7 @@ class ViewerWidget(QtWidgets.QWidget):
             parts.append(f"score {float(self.anomaly_map[iy, ix]):9.3f}")
             gy, gx = self.result.patch_at(ix, iy, (h, w))
             parts.append(f"patch ({gy}, {gx})")
-            node = int(self.result.best_node[gy, gx])
+            node = -1 if self.result.best_node is None else int(self.result.best_node[gy, gx])
             cols = self._som_cols()
             if cols and node >= 0:
                 parts.append(f"SOM node (row {node // cols}, col {node % cols})")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import numpy as np
 
+import somad
 from somad_gui.store import NG, OK, UNSCORED, ResultStore, StoredResult, entries_from_dataset
 
 from .synthetic import fake_result, synthetic_dataset
@@ -54,11 +54,12 @@ def test_misclassified_uses_labels():
 def test_large_maps_are_kept_reduced_and_restored_to_image_size():
     amap = np.zeros((1024, 768), np.float32)
     amap[500:520, 300:320] = 7.0
-    result = SimpleNamespace(
+    result = somad.ImageResult(
         anomaly_map=amap,
         score=7.0,
         nearest_nodes=np.zeros((56, 56, 4), int),
         best_node=np.zeros((56, 56), int),
+        grid_shape=(56, 56),
     )
     stored = StoredResult.from_image_result(result)
     assert max(stored.anomaly_map.shape) == 512 and stored.image_shape == (1024, 768)
