@@ -12,17 +12,15 @@ from PySide6 import QtCore, QtGui, QtWidgets
 import somad
 from somad_gui import app as app_module
 from somad_gui.session import ERROR, WARNING, Session
+from somad_gui.training.editors import connect_editor, make_editor, read_value, show_value
 from somad_gui.training.method_form import MethodForm
 from somad_gui.training.options import (
-    BACKBONES,
     GROUPS,
     OPTIONS,
-    Option,
     apply_values,
     format_bytes,
     format_duration,
     get_value,
-    parse_layers,
     visible_options,
 )
 from somad_gui.workers import Job
@@ -124,14 +122,14 @@ class TrainingPanel(QtWidgets.QWidget):
             self.group_boxes[group] = box
         self.forms = forms
         for option in OPTIONS:
-            editor = self._make_editor(option)
+            editor = make_editor(option, self._browse_weights)
             editor.setToolTip(option.doc.help)
             label = QtWidgets.QLabel(option.doc.label)
             label.setToolTip(option.doc.help)
             forms[option.doc.group].addRow(label, editor)
             self.editors[option.name] = editor
         for option in OPTIONS:
-            self._connect_editor(option, self.editors[option.name])
+            connect_editor(option, self.editors[option.name], self._changed)
         self.method_form.combo.currentIndexChanged.connect(self._method_changed)
         self.method_form.changed.connect(self._changed)
         form_layout.addStretch(1)
@@ -202,77 +200,6 @@ class TrainingPanel(QtWidgets.QWidget):
         self._refresh_state()
 
     # -- form -------------------------------------------------------------------------------------------------
-    def _make_editor(self, option: Option) -> QtWidgets.QWidget:
-        kind = option.doc.kind
-        if kind == "backbone":
-            w = QtWidgets.QComboBox()
-            w.setEditable(True)
-            w.addItems(BACKBONES)
-            w.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            w.setMinimumContentsLength(8)
-            return w
-        if kind == "layers":
-            w = QtWidgets.QLineEdit()
-            w.setPlaceholderText("1, 2, 3")
-            return w
-        if kind in ("int", "seed", "optional_int"):
-            w = QtWidgets.QSpinBox()
-            w.setRange(int(option.doc.minimum), int(option.doc.maximum))
-            w.setSingleStep(int(option.doc.step) or 1)
-            if option.doc.special:
-                w.setSpecialValueText(option.doc.special)
-            return w
-        if kind in ("float", "optional_float"):
-            w = QtWidgets.QDoubleSpinBox()
-            w.setDecimals(option.doc.decimals)
-            w.setRange(option.doc.minimum, option.doc.maximum)
-            w.setSingleStep(option.doc.step)
-            if option.doc.special:
-                w.setSpecialValueText(option.doc.special)
-            return w
-        if kind == "bool":
-            w = QtWidgets.QCheckBox()
-            return w
-        if kind in ("choice", "device"):
-            w = QtWidgets.QComboBox()
-            w.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            w.setMinimumContentsLength(8)
-            for choice in option.doc.choices:
-                w.addItem(choice, choice)
-            if kind == "device":
-                w.addItem("Auto", "auto")
-            return w
-        if kind == "file":
-            host = QtWidgets.QWidget()
-            row = QtWidgets.QHBoxLayout(host)
-            row.setContentsMargins(0, 0, 0, 0)
-            edit = QtWidgets.QLineEdit()
-            edit.setPlaceholderText("none (timm's own)")
-            browse = QtWidgets.QToolButton()
-            browse.setText("…")
-            browse.setToolTip("Choose a weights file")
-            browse.clicked.connect(lambda: self._browse_weights(edit))
-            row.addWidget(edit, 1)
-            row.addWidget(browse)
-            host.edit = edit  # type: ignore[attr-defined]
-            return host
-        raise ValueError(f"unknown option kind {kind}")
-
-    def _connect_editor(self, option: Option, w: QtWidgets.QWidget) -> None:
-        kind = option.doc.kind
-        if kind == "backbone":
-            w.currentTextChanged.connect(self._changed)
-        elif kind == "layers":
-            w.textChanged.connect(self._changed)
-        elif kind in ("int", "seed", "optional_int", "float", "optional_float"):
-            w.valueChanged.connect(self._changed)
-        elif kind == "bool":
-            w.toggled.connect(self._changed)
-        elif kind in ("choice", "device"):
-            w.currentIndexChanged.connect(self._changed)
-        elif kind == "file":
-            w.edit.textChanged.connect(self._changed)
-
     def _browse_weights(self, edit: QtWidgets.QLineEdit) -> None:
         from somad_gui import dialogs
 
@@ -286,62 +213,12 @@ class TrainingPanel(QtWidgets.QWidget):
         """Show ``config`` in the form (options the form has no field for are kept from it)."""
         self.base_config = config
         for option in OPTIONS:
-            w = self.editors[option.name]
-            value = get_value(config, option)
-            w.blockSignals(True)
-            try:
-                if option.doc.kind == "backbone":
-                    w.setCurrentText(str(value))
-                elif option.doc.kind == "layers":
-                    w.setText(", ".join(str(v) for v in value))
-                elif option.doc.kind in ("int", "seed"):
-                    w.setValue(int(value))
-                elif option.doc.kind == "optional_int":
-                    w.setValue(0 if value is None else int(value))
-                elif option.doc.kind == "float":
-                    w.setValue(float(value))
-                elif option.doc.kind == "optional_float":
-                    w.setValue(0.0 if value is None else float(value))
-                elif option.doc.kind == "bool":
-                    w.setChecked(bool(value))
-                elif option.doc.kind in ("choice", "device"):
-                    i = w.findData(value)
-                    if i < 0:
-                        w.addItem(str(value), value)
-                        i = w.count() - 1
-                    w.setCurrentIndex(i)
-                elif option.doc.kind == "file":
-                    w.edit.setText("" if value is None else str(value))
-            finally:
-                w.blockSignals(False)
+            show_value(option, self.editors[option.name], get_value(config, option))
         self._changed()
 
     def values(self) -> dict[str, Any]:
         """The form's values keyed by option name; raises ValueError for text that does not parse."""
-        out: dict[str, Any] = {}
-        for option in OPTIONS:
-            w = self.editors[option.name]
-            kind = option.doc.kind
-            if kind == "backbone":
-                out[option.name] = w.currentText().strip()
-            elif kind == "layers":
-                out[option.name] = parse_layers(w.text())
-            elif kind in ("int", "seed"):
-                out[option.name] = int(w.value())
-            elif kind == "optional_int":
-                out[option.name] = None if w.value() == w.minimum() else int(w.value())
-            elif kind == "float":
-                out[option.name] = float(w.value())
-            elif kind == "optional_float":
-                out[option.name] = None if w.value() == w.minimum() else float(w.value())
-            elif kind == "bool":
-                out[option.name] = bool(w.isChecked())
-            elif kind in ("choice", "device"):
-                out[option.name] = w.currentData()
-            elif kind == "file":
-                text = w.edit.text().strip()
-                out[option.name] = text or None
-        return out
+        return {option.name: read_value(option, self.editors[option.name]) for option in OPTIONS}
 
     def config(self) -> Any:
         """The validated config of the form; raises somad.ConfigError or ValueError."""
