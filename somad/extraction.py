@@ -9,7 +9,7 @@ and flipped copies (Krickl's augmentation), in preallocated storage.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +117,8 @@ class ExtractedFeatures:
     key: str = ""
     #: Why each unreadable image was skipped (not kept in the feature cache).
     errors: list[DataError] = field(default_factory=list)
+    #: Positions of the readable images among those asked for (not kept in the feature cache).
+    kept: list[int] = field(default_factory=list)
 
     @property
     def ms_per_image(self) -> float:
@@ -125,9 +127,28 @@ class ExtractedFeatures:
         return 1000.0 * self.seconds / max(n, 1)
 
 
+def read_batch(
+    items: Sequence[str | Path | np.ndarray], *, strict: bool = False, on_error=None
+) -> tuple[list[np.ndarray], list[int], list[DataError]]:
+    """The readable images among ``items`` (files, or RGB arrays taken as they are), their positions in
+    ``items`` and the errors of the others."""
+    images: list[np.ndarray] = []
+    ok: list[int] = []
+    errors: list[DataError] = []
+    for i, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            read, failed = [item], []
+        else:
+            read, _, failed = load_images([item], strict=strict, on_error=on_error)
+        images += read
+        ok += [i] * len(read)
+        errors += failed
+    return images, ok, errors
+
+
 def extract_feature_set(
     extractor: FeatureExtractor,
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | np.ndarray],
     monitor: Monitor | None = None,
     *,
     patches: bool = True,
@@ -136,13 +157,17 @@ def extract_feature_set(
     strict: bool = False,
     on_error=None,
     storage: torch.device | None = None,
+    on_batch: Callable[[list[np.ndarray], torch.Tensor], None] | None = None,
 ) -> ExtractedFeatures:
-    """Features of the readable images among ``paths``, batch by batch, into preallocated storage.
+    """Features of the readable images among ``paths`` (files, or RGB arrays), batch by batch, into
+    preallocated storage; ``kept`` gives the positions of the readable ones.
 
     ``augmented`` adds the pooled features of each image's five augmented copies (``FeatureSet.augmented``).
+    ``on_batch(images, patches)`` sees each batch's images and patch features (B, gh, gw, d) on the device, for
+    callers that score in the same pass.
     """
     monitor = monitor or Monitor()
-    paths = [Path(p) for p in paths]
+    paths = [p if isinstance(p, np.ndarray) else Path(p) for p in paths]
     storage = storage or torch.device("cpu")
     batch_size = extractor.config.batch_size
     grid_out = None
@@ -152,6 +177,7 @@ def extract_feature_set(
     pooled_parts: dict[int, list[torch.Tensor]] = {}
     augmented_parts: dict[int, list[torch.Tensor]] = {}
     kept: list[Path] = []
+    kept_indices: list[int] = []
     sizes: list[tuple[int, int]] = []
     unreadable: list[str] = []
     errors: list[DataError] = []
@@ -159,7 +185,7 @@ def extract_feature_set(
     for start in range(0, len(paths), batch_size):
         monitor.step("features", start, len(paths))
         chunk = paths[start : start + batch_size]
-        images, ok, failed = load_images(chunk, strict=strict, on_error=on_error)
+        images, ok, failed = read_batch(chunk, strict=strict, on_error=on_error)
         unreadable += [str(e.path) for e in failed]
         errors += failed
         if not images:
@@ -168,6 +194,8 @@ def extract_feature_set(
             grid, stages = run_backbone(extractor, images, patches=patches, pooled=pooled)
             if grid_out is not None and grid is not None:
                 grid_out[len(kept) : len(kept) + len(images)] = grid.to(storage)
+                if on_batch is not None:
+                    on_batch(images, grid)
             for stage, value in stages.items():
                 pooled_parts.setdefault(stage, []).append(value.to(storage))
         if augmented:
@@ -177,6 +205,7 @@ def extract_feature_set(
                 for stage, value in extra.items():
                     augmented_parts.setdefault(stage, []).append(value.to(storage))
         kept += [chunk[i] for i in ok]
+        kept_indices += [start + i for i in ok]
         sizes += [(int(im.shape[0]), int(im.shape[1])) for im in images]
     monitor.step("features", len(paths), len(paths))
     features = FeatureSet(
@@ -193,6 +222,7 @@ def extract_feature_set(
         extractor.weights_origin,
         np.asarray(extractor.layout.channel_indices, dtype=np.int64),
         errors=errors,
+        kept=kept_indices,
     )
 
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from somad.data import GOOD, UNLABELLED, is_mvtec_category, load_images, typed_images
+from somad.data import GOOD, UNLABELLED, is_mvtec_category, typed_images
 from somad.decision import threshold_to_use
 from somad.defects.descriptors import (
     DescriptorConfig,
@@ -30,7 +30,7 @@ from somad.defects.grouping import (
 )
 from somad.defects.scores import clustering_metrics
 from somad.errors import ConfigError, DataError
-from somad.extraction import FeatureSet
+from somad.extraction import FeatureSet, extract_feature_set
 from somad.maps import reduce_map
 from somad.progress import CancelCheck, Monitor, ProgressCallback
 
@@ -144,20 +144,6 @@ class Extraction:
     errors: list[DataError]
 
 
-def _read(chunk: list) -> tuple[list[np.ndarray], list[int], list[DataError]]:
-    images, ok, errors = [], [], []
-    for i, item in enumerate(chunk):
-        if isinstance(item, np.ndarray):
-            images.append(item)
-            ok.append(i)
-            continue
-        read, _, failed = load_images([item])
-        images += read
-        ok += [i] if read else []
-        errors += failed
-    return images, ok, errors
-
-
 def extract_set(
     model,
     images: Sequence[str | Path | np.ndarray],
@@ -184,33 +170,28 @@ def _extract(model, items: Sequence, monitor: Monitor, *, score: bool, reference
     verdicts equal the ones the CLI and window report. Unreadable files are skipped and reported.
     """
     out = Extraction([], [] if reference else None, [], [], [], [], [], [])  # type: ignore[arg-type]
-    feats: list[torch.Tensor] = []
-    batch = model.config.features.batch_size
     weights = model.som_weights
-    for start in range(0, len(items), batch):
-        monitor.step("features", start, len(items))
-        images, ok, failed = _read(list(items[start : start + batch]))
-        out.errors += failed
-        if not images:
-            continue
-        with torch.inference_mode():
-            f = model.extractor(images)
-            if score:
-                results = model.results(FeatureSet(f.permute(0, 2, 3, 1)), [im.shape[:2] for im in images])
-                maps = [r.anomaly_map for r in results]
-                best = torch.from_numpy(np.stack([r.best_node for r in results])).long()
-                out.scores += [r.score for r in results]
-                out.grid_maps += list(maps_to_grid(maps, (int(f.shape[2]), int(f.shape[3]))))
-                out.maps += [reduce_map(m, keep_side) for m in maps]
-                if reference:
-                    out.reference.append(weights[best.to(weights.device)].permute(0, 3, 1, 2).cpu())
-        feats.append(f.cpu())
-        out.shapes += [tuple(im.shape[:2]) for im in images]
-        out.kept += [start + i for i in ok]
-    monitor.step("features", len(items), len(items))
-    if not feats:
+
+    def score_batch(images: list[np.ndarray], grid: torch.Tensor) -> None:
+        results = model.results(FeatureSet(grid), [im.shape[:2] for im in images])
+        maps = [r.anomaly_map for r in results]
+        out.scores += [r.score for r in results]
+        out.grid_maps += list(maps_to_grid(maps, (int(grid.shape[1]), int(grid.shape[2]))))
+        out.maps += [reduce_map(m, keep_side) for m in maps]
+        if reference:
+            best = torch.from_numpy(np.stack([r.best_node for r in results])).long()
+            out.reference.append(weights[best.to(weights.device)].permute(0, 3, 1, 2).cpu())
+
+    with torch.inference_mode():
+        ex = extract_feature_set(
+            model.extractor, list(items), monitor, pooled=False, on_batch=score_batch if score else None
+        )
+    out.errors = ex.errors
+    if not ex.kept:
         raise DataError(None, "none of the images could be read")
-    out.features = torch.cat(feats)
+    out.features = ex.features.patches.permute(0, 3, 1, 2).contiguous()
+    out.shapes = [tuple(s) for s in ex.sizes]
+    out.kept = ex.kept
     if reference and out.reference:
         out.reference = torch.cat(out.reference)
     return out
