@@ -32,7 +32,7 @@ def demo_vectors(n: int, dims: int) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         dataset = somad.open_dataset(somad.make_demo_dataset(tmp, n_train=40))
         extractor = FeatureExtractor(
-            FeatureConfig(backbone="resnet18", image_size=128, dims=dims, random_init=True),
+            FeatureConfig(image_size=128, dims=dims),  # the default backbone on its bundled ImageNet weights
             torch.device("cpu"),
         )
         features, _, _ = extract_features(extractor, [s.path for s in dataset.train], Monitor())
