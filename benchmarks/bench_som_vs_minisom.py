@@ -2,7 +2,7 @@
 
     python benchmarks/bench_som_vs_minisom.py [--n 20000] [--dims 100] [--size 20] [--epochs 5]
 
-The vectors are patch features of the built-in demo set (random-init resnet18) unless ``--random`` is given.
+The vectors are patch features of the built-in demo set (the default backbone) unless ``--random`` is given.
 Both maps start from the same PCA initialisation. MiniSom runs its online rule, once in data order
 (``train_batch``) and once through ``train``, each for ``epochs`` full passes.
 """
