@@ -29,7 +29,7 @@ from somad import metrics
 from somad.extraction import extract_features
 from somad.features import FeatureExtractor, configure_threads
 from somad.gaussian import NodeGaussians, fit_node_gaussians
-from somad.maps import patch_scores_to_maps
+from somad.maps import anomaly_maps
 from somad.methods.somad import SomadDetector
 from somad.progress import Monitor
 from somad.som import train_som
@@ -107,13 +107,12 @@ def main() -> None:
         gaussians = variant_gaussians(patches, assign, som.weights, args.lam, variant)
         detector = SomadDetector(config)
         detector.som_weights, detector.gaussians, detector.fitted = som.weights, gaussians, True
-        maps = []
+        maps, image_scores = [], []
         for start in range(0, test.shape[0], 8):
             scores, _, _ = detector.score_with_nodes(test[start : start + 8])
-            maps += patch_scores_to_maps(
-                scores, config.features.image_size, config.scoring.sigma, shapes[start : start + 8]
-            )
-        image_scores = np.array([m.max() for m in maps])
+            batch_maps, batch_scores = anomaly_maps(scores, config, shapes[start : start + 8])
+            maps += batch_maps
+            image_scores += list(batch_scores)
         print(
             f"| {variant} | {metrics.image_auroc(labels, image_scores):.3f} | {metrics.pixel_auroc(masks, maps):.3f} "
             f"| {metrics.aupro(masks, maps):.3f} | {time.perf_counter() - t0:.0f} |"

@@ -29,7 +29,7 @@ from somad.config import FeatureConfig, SomadConfig
 from somad.extraction import extract_features
 from somad.features import FeatureExtractor, configure_threads, draw_channel_indices
 from somad.gaussian import fit_node_gaussians
-from somad.maps import patch_scores_to_maps
+from somad.maps import anomaly_maps
 from somad.methods.somad import SomadDetector
 from somad.progress import Monitor
 from somad.som import BatchSOM
@@ -91,11 +91,12 @@ def run(
         )
         detector = SomadDetector(config)
         detector.som_weights, detector.gaussians, detector.fitted = grid.weights, gaussians, True
-        maps = []
+        maps, image_scores = [], []
         for start in range(0, test.shape[0], 16):
             scores, _, _ = detector.score_with_nodes(test[start : start + 16])
-            maps += patch_scores_to_maps(scores, 224, config.scoring.sigma, shapes[start : start + 16])
-        image_scores = np.array([m.max() for m in maps])
+            batch_maps, batch_scores = anomaly_maps(scores, config, shapes[start : start + 16])
+            maps += batch_maps
+            image_scores += list(batch_scores)
         print(
             json.dumps(
                 {
