@@ -92,6 +92,27 @@ def table(reports: dict[str, dict]) -> str:
     ]
     summary = []
     for name, report in reports.items():
+        flag = " (RANDOM INIT)" if report["random_init"] else ""
+        for m in METHODS:
+            rs = report["methods"][m]["categories"]
+            if not rs:
+                continue
+            cells = [
+                ""
+                if c not in rs
+                else f"{rs[c]['image_auroc']:.3f} / {rs[c]['pixel_auroc']:.3f} / {rs[c]['pro']:.3f}"
+                for c in cats
+            ]
+            vals = list(rs.values())
+            fit = sum(r["fit_s"] for r in vals) / len(vals)
+            back = sum(r["feature_ms_per_image"] for r in vals) / len(vals)
+            head_ms = sum(r["head_ms_per_image"] for r in vals) / len(vals)
+            mb = sum(r["model_mb"] for r in vals) / len(vals)
+            lines.append(
+                f"| {name}{flag} | {m} | "
+                + " | ".join(cells)
+                + f" | {fit:.1f} | {back:.0f} + {head_ms:.0f} | {mb:.1f} |"
+            )
         rows = [(m, r) for m in METHODS for r in report["methods"][m]["categories"].values()]
         if not rows:
             continue
