@@ -9,8 +9,9 @@ Importing this package never imports Qt. Typical use::
     model.save("bottle.somad")
 """
 
-from somad import defects, metrics
+from somad import bench, defects, metrics, render
 from somad.atomic import write_atomically, write_bytes_atomically, write_text_atomically
+from somad.bundled_weights import BUNDLED_PACKAGES, describe_origin
 from somad.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
 from somad.data import (
     Dataset,
@@ -61,13 +62,14 @@ from somad.model import (
     model_metadata,
     score_paths,
 )
-from somad.model_file import describe_model
+from somad.model_file import describe_model, read_model_file
 from somad.option_doc import OPTION_GROUPS, OptionDoc
 from somad.progress import Monitor
 from somad.results import CategoryReport, ImageRecord, ImageResult
 from somad.training import fit, fit_method
 
 __all__ = [
+    "BUNDLED_PACKAGES",
     "DEMO_CONFIG",
     "FALSE_REJECT_RATE",
     "MAX_MAP_SIDE",
@@ -99,10 +101,12 @@ __all__ = [
     "WeightsError",
     "apply_options",
     "available_devices",
+    "bench",
     "defect_area",
     "defect_mask",
     "defects",
     "describe_model",
+    "describe_origin",
     "estimate_memory",
     "evaluate",
     "extract_features",
@@ -126,8 +130,10 @@ __all__ = [
     "prepare_backbone_library",
     "read_image",
     "read_mask",
+    "read_model_file",
     "read_option",
     "reduce_map",
+    "render",
     "resolve_device",
     "score_paths",
     "starting_threshold",

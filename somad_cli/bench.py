@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from somad.atomic import write_text_atomically
+from somad import METHODS, ConfigError, DataError, write_text_atomically
 from somad.bench import default_cache_folder, markdown, run_bench
-from somad.errors import ConfigError, DataError
-from somad.methods import METHODS
 from somad_cli.common import RANDOM_INIT_NOTE, add_fit_options, config_from_args, run_command
 
 

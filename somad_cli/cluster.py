@@ -21,8 +21,7 @@ from pathlib import Path
 
 import cv2
 
-from somad.atomic import write_text_atomically
-from somad.errors import ConfigError, DataError
+from somad import ConfigError, DataError, write_text_atomically
 from somad_cli.common import RANDOM_INIT_NOTE, run_command
 
 CSV_NAME = "clusters.csv"
@@ -84,10 +83,15 @@ def _fmt(value: float | None) -> str:
 
 
 def cmd_cluster(args: argparse.Namespace, progress) -> int:
-    from somad.defects import ClusteringConfig, DescriptorConfig, cluster_images, collect_images
-    from somad.defects.blind import BlindConfig
-    from somad.defects.contrastive import ContrastiveConfig
-    from somad.model import load_model
+    from somad import load_model
+    from somad.defects import (
+        BlindConfig,
+        ClusteringConfig,
+        ContrastiveConfig,
+        DescriptorConfig,
+        cluster_images,
+        collect_images,
+    )
 
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n: expected at least 1 cluster, got {args.n}")
@@ -166,7 +170,7 @@ def cmd_cluster(args: argparse.Namespace, progress) -> int:
 
 def write_outputs(result, out: Path, root: Path, *, thumb: int = 128) -> Path:
     """``clusters.csv`` and ``cluster_<k>_<name>.png`` contact sheets of a :class:`ClusterResult`."""
-    from somad.data import read_image
+    from somad import read_image
     from somad.defects import cluster_name, contact_sheet, thumbnail, write_cluster_csv
 
     out.mkdir(parents=True, exist_ok=True)

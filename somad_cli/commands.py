@@ -9,10 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from somad.atomic import write_atomically, write_text_atomically
-from somad.bundled_weights import describe_origin
-from somad.decision import defect_area, threshold_to_use, verdict
-from somad.errors import DataError, SomadError
+from somad import (
+    DataError,
+    SomadError,
+    defect_area,
+    describe_origin,
+    threshold_to_use,
+    verdict,
+    write_atomically,
+    write_text_atomically,
+)
 from somad_cli.common import (
     RANDOM_INIT_NOTE,
     TerminalProgress,
@@ -23,8 +29,7 @@ from somad_cli.common import (
 
 
 def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
-    from somad.data import open_dataset
-    from somad.training import fit
+    from somad import fit, open_dataset
 
     config = config_from_args(args)
     options = method_options_from_args(args.option)
@@ -56,9 +61,7 @@ def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
 def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
     import cv2
 
-    from somad import render
-    from somad.data import image_paths, read_image
-    from somad.model import load_any_model, score_paths
+    from somad import image_paths, load_any_model, read_image, render, score_paths
 
     model = load_any_model(args.model, device=args.device)
     threshold = threshold_to_use(model.thresholds, args.threshold, hint="pass --threshold")
@@ -114,9 +117,7 @@ def _fmt(value: float | None) -> str:
 
 
 def cmd_eval(args: argparse.Namespace, progress: TerminalProgress) -> int:
-    from somad.data import find_categories, open_dataset
-    from somad.evaluation import evaluate, store_thresholds
-    from somad.model import load_any_model
+    from somad import evaluate, find_categories, load_any_model, open_dataset, store_thresholds
 
     model = load_any_model(args.model, device=args.device)
     categories = find_categories(args.data)
@@ -167,7 +168,7 @@ def eval_json(reports: dict, random_init: bool, weights_origin: str | None = Non
 
 
 def cmd_info(args: argparse.Namespace, progress: TerminalProgress) -> int:
-    from somad.model_file import describe_model, read_model_file
+    from somad import describe_model, read_model_file
 
     tensors, meta = read_model_file(args.model)
     size = Path(args.model).stat().st_size

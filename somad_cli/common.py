@@ -6,9 +6,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from somad.config import SomadConfig
-from somad.errors import Cancelled, ConfigError, SomadError
-from somad.fit_options import apply_options, fit_options, parse_layers, read_option
+from somad import (
+    Cancelled,
+    ConfigError,
+    SomadConfig,
+    SomadError,
+    apply_options,
+    fit_options,
+    parse_layers,
+    read_option,
+)
 
 RANDOM_INIT_NOTE = (
     "random-init backbone: features are untrained, figures are not comparable to pretrained ones"

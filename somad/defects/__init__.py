@@ -23,6 +23,8 @@ by the training-free ones of :mod:`somad.defects.blind`.
 
 from __future__ import annotations
 
+from somad.defects.blind import BlindConfig
+from somad.defects.contrastive import ContrastiveConfig
 from somad.defects.descriptors import (
     DescriptorConfig,
     anomaly_weights,
@@ -58,8 +60,10 @@ from somad.defects.scores import ari, clustering_metrics, contingency, hungarian
 __all__ = [
     "CSV_COLUMNS",
     "GOOD_LABEL",
+    "BlindConfig",
     "ClusterResult",
     "ClusteringConfig",
+    "ContrastiveConfig",
     "DescriptorConfig",
     "DescriptorSet",
     "Extraction",
