@@ -5,7 +5,7 @@ PatchCore on every category of a data root. Prints one Markdown table.
 
 A configuration is ``BACKBONE:LAYERS:SIZE`` (``lite0`` short for ``tf_efficientnet_lite0``; a trailing ``:random``
 uses a random-init backbone, flagged in the table; ``:imagenet-norm`` normalises inputs with ImageNet statistics
-instead of those the backbone was trained with, an ablation that runs last, in a cache of its own). Every configuration goes through ``somad bench``'s runner
+instead of those the backbone was trained with: ``--normalisation imagenet``). Every configuration goes through ``somad bench``'s runner
 (:func:`somad.bench.run_bench`), so the three methods see the same cached features and an interrupted run resumes
 from ``--cache``. Per configuration, category and method: image AUROC / pixel AUROC / PRO, fit seconds on cached
 features, backbone and head milliseconds per test image, and the model file's size. The summary ranks
@@ -66,19 +66,13 @@ def run_config(root: str, spec: dict, args) -> dict:
             "layers": spec["layers"],
             "image_size": size,
             "random_init": spec["random_init"],
+            "normalisation": "imagenet" if spec["imagenet_norm"] else "backbone",
         },
         som={"rows": min(side, 56), "cols": min(side, 56)},
         max_train=args.max_train,
         device=args.device,
     )
-    cache = args.cache
-    if spec["imagenet_norm"]:  # an ablation: ImageNet statistics whatever the backbone was trained with
-        import somad.features
-
-        stats = (somad.features.IMAGENET_MEAN, somad.features.IMAGENET_STD)
-        somad.features.normalisation = lambda backbone: stats
-        cache = str(Path(args.cache) / "imagenet-norm")  # the cache key does not see the normalisation
-    return run_bench(root, config, METHODS, cache_folder=cache, log=lambda t: print(t, file=sys.stderr))
+    return run_bench(root, config, METHODS, cache_folder=args.cache, log=lambda t: print(t, file=sys.stderr))
 
 
 def table(reports: dict[str, dict]) -> str:

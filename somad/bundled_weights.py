@@ -146,3 +146,14 @@ def describe_origin(origin: str) -> str:
     if origin.startswith("file:"):
         return f"weights file {origin.split(':', 1)[1]}"
     return origin
+
+
+def same_weights(recorded: str, resolved: str) -> bool:
+    """Whether weights resolved now (``resolved``) are those a model recorded (``recorded``): the same kind of
+    origin and, for bundled weights, the same SHA-256 (a new package version with the same file is fine).
+    An unknown record is taken on trust."""
+    if recorded in ("", "unknown"):
+        return True
+    if recorded.startswith(ORIGIN_PREFIX) and resolved.startswith(ORIGIN_PREFIX):
+        return recorded.rpartition(" sha256=")[2] == resolved.rpartition(" sha256=")[2]
+    return recorded.split(":", 1)[0] == resolved.split(":", 1)[0]

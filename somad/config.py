@@ -120,6 +120,19 @@ class FeatureConfig:
             form=False,
         ),
     )
+    normalisation: str = field(
+        default="backbone",
+        metadata=_doc(
+            "Input normalisation",
+            "Statistics images are normalised with: backbone (those its weights were trained with, from timm's\n"
+            "pretrained configuration; 0.5 for the TensorFlow-trained EfficientNet-Lites) or imagenet.",
+            "Features",
+            "choice",
+            choices=("backbone", "imagenet"),
+            flag="--normalisation",
+            form=False,
+        ),
+    )
     batch_size: int = field(
         default=4,
         metadata=_doc(
@@ -146,6 +159,8 @@ class FeatureConfig:
             raise ConfigError("weights and random_init exclude each other: give one of them")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: expected at least 1, got {self.batch_size}")
+        if self.normalisation not in ("backbone", "imagenet"):
+            raise ConfigError(f"normalisation: expected backbone or imagenet, got {self.normalisation!r}")
 
 
 @dataclass(frozen=True)

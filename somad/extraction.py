@@ -84,20 +84,13 @@ def run_backbone(
     extractor: FeatureExtractor, images: list[np.ndarray], *, patches: bool = True, pooled: bool = True
 ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
     """One backbone pass: patch features (B, gh, gw, d) (when asked) and pooled stages {stage: (B, C)}."""
-    outputs: list = []
-    if patches:
-        handle = extractor.backbone.register_forward_hook(lambda _m, _i, out: outputs.append(out))
-        try:
-            grid = extractor(images).permute(0, 2, 3, 1)
-        finally:
-            handle.remove()
-    else:
-        grid = None
-        with torch.inference_mode():
-            outputs.append(extractor.backbone(extractor.preprocess(images)))
+    if not pooled:
+        return extractor(images).permute(0, 2, 3, 1), {}
+    outputs = extractor.stages(images)
+    grid = extractor.patches(outputs).permute(0, 2, 3, 1) if patches else None
     stages: dict[int, torch.Tensor] = {}
     if pooled:
-        for stage, out in zip(stage_order(extractor), outputs[-1], strict=True):
+        for stage, out in zip(stage_order(extractor), outputs, strict=True):
             stages[stage] = out.float().mean(dim=(2, 3))
     return grid, stages
 

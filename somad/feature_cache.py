@@ -78,6 +78,8 @@ def cache_key(
         "weights": weights_fingerprint(config, content_hash),
         "files": [file_fingerprint(p, content_hash) for p in paths],
     }
+    if config.normalisation != "backbone":  # keys of the default stay those of earlier versions
+        description["normalisation"] = config.normalisation
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from somad.bundled_weights import BUNDLED_PACKAGES, find_bundled, load_into
+from somad.bundled_weights import BUNDLED_PACKAGES, describe_origin, find_bundled, load_into, same_weights
 from somad.config import FeatureConfig
 from somad.errors import WeightsError
 
@@ -89,7 +89,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _create_backbone(config: FeatureConfig) -> tuple[torch.nn.Module, str]:
+def _create_backbone(
+    config: FeatureConfig, recorded_origin: str | None = None
+) -> tuple[torch.nn.Module, str]:
     """Build the timm feature extractor; returns it and a description of where its weights came from.
 
     Weights are resolved in this order: ``config.weights`` (a file), ``config.random_init``, the ImageNet
@@ -102,7 +104,8 @@ def _create_backbone(config: FeatureConfig) -> tuple[torch.nn.Module, str]:
     kwargs: dict = {"features_only": True, "out_indices": tuple(sorted(config.layers))}
     if not timm.is_model(config.backbone):
         raise WeightsError(f"unknown backbone {config.backbone!r}: expected a timm model name")
-    bundled = None if config.random_init or config.weights else find_bundled(config.backbone)
+    from_hub = (recorded_origin or "").startswith("timm-pretrained:")  # a model fitted on the hub's weights
+    bundled = None if config.random_init or config.weights or from_hub else find_bundled(config.backbone)
     offline_ok = config.random_init or bool(config.weights) or bundled is not None
     try:
         if offline_ok:
@@ -234,10 +237,18 @@ class FeatureExtractor:
         config: FeatureConfig,
         device: torch.device,
         channel_indices: np.ndarray | None = None,
+        recorded_origin: str | None = None,
     ):
+        """``recorded_origin``: where a fitted model's weights came from; the weights resolved now must be the
+        same (:class:`WeightsError` otherwise), so a model never scores on other features than it learned."""
         self.config = config
         self.device = device
-        self.backbone, self.weights_origin = _create_backbone(config)
+        self.backbone, self.weights_origin = _create_backbone(config, recorded_origin)
+        if recorded_origin is not None and not same_weights(recorded_origin, self.weights_origin):
+            raise WeightsError(
+                f"the model was fitted on {describe_origin(recorded_origin)}, but the backbone's weights here "
+                f"are {describe_origin(self.weights_origin)}; install the same weights to score with it"
+            )
         self.backbone.eval().to(device)
         info = self.backbone.feature_info
         channels = tuple(int(c) for c in info.channels())
@@ -256,7 +267,11 @@ class FeatureExtractor:
             )
             for lo, hi in itertools.pairwise(offsets)
         ]
-        mean, std = normalisation(config.backbone)
+        mean, std = (
+            normalisation(config.backbone)
+            if config.normalisation == "backbone"
+            else (IMAGENET_MEAN, IMAGENET_STD)
+        )
         mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(std, device=device).view(1, 3, 1, 1)
         self._mean, self._std = mean, std
@@ -288,10 +303,19 @@ class FeatureExtractor:
         tensor = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         return (tensor - self._mean) / self._std
 
-    @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
         """Patch features of a batch of RGB uint8 images: (B, dims, gh, gw) on the extractor's device."""
-        stages = self.backbone(self.preprocess(images))
+        return self.patches(self.stages(images))
+
+    @torch.inference_mode()
+    def stages(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        """The backbone's outputs of the configured stages, shallow to deep, for a batch of RGB uint8 images."""
+        return list(self.backbone(self.preprocess(images)))
+
+    @torch.inference_mode()
+    def patches(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        """Patch features (B, dims, gh, gw) from :meth:`stages`: the kept channels of every stage, upsampled to
+        the finest stage's grid and concatenated."""
         grid = stages[int(np.argmin(self.layout.stage_strides))].shape[-2:]
         parts = []
         for stage, keep in zip(stages, self._per_stage, strict=True):

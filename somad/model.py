@@ -126,7 +126,9 @@ class FittedModel:
     @property
     def extractor(self) -> FeatureExtractor:
         if self._extractor is None:
-            self._extractor = FeatureExtractor(self.config.features, self.device, self.channel_indices)
+            self._extractor = FeatureExtractor(
+                self.config.features, self.device, self.channel_indices, self.weights_origin
+            )
         return self._extractor
 
     def features(self, images: Sequence[np.ndarray]) -> FeatureSet:
@@ -263,6 +265,12 @@ class FittedModel:
             raise ModelFileError(path, f"invalid {name} model ({err})") from err
         if "channel_indices" not in tensors:
             raise ModelFileError(path, "missing tensors: channel_indices")
+        dims = int(tensors["channel_indices"].numel())
+        if detector.input_dims is not None and detector.input_dims != dims:
+            raise ModelFileError(
+                path,
+                f"the {name} state expects {detector.input_dims} feature channels, channel_indices has {dims}",
+            )
         return cls(
             method=name,
             config=config,

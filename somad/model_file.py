@@ -53,6 +53,18 @@ def write_model_file(path: str | Path, tensors: dict[str, torch.Tensor], metadat
     return write_bytes_atomically(path, save_bytes(tensors, metadata={METADATA_KEY: json.dumps(header)}))
 
 
+def upgrade_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Bring the metadata of a file written by an earlier version up to this one's meaning, in memory.
+
+    Format 1 files written before ``features.normalisation`` existed were always normalised with ImageNet
+    statistics, whatever the backbone: they get ``"imagenet"`` so that they score as they did.
+    """
+    config = metadata.get("config")
+    if isinstance(config, dict) and isinstance(config.get("features"), dict):
+        config["features"].setdefault("normalisation", "imagenet")
+    return metadata
+
+
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and verify a model file; :class:`ModelFileError` names the file and the problem."""
     path = Path(path)
@@ -83,7 +95,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         )
     if metadata.get("sha256") != tensor_digest(tensors):
         raise ModelFileError(path, "checksum mismatch: the file was modified or damaged")
-    return tensors, metadata
+    return tensors, upgrade_metadata(metadata)
 
 
 def _number(value: Any) -> str:

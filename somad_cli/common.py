@@ -82,7 +82,7 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
         if option.name == "features.layers":
             default = ",".join(map(str, default))
         help_text = doc.help.replace("\n", " ").replace("%", "%%")
-        if default not in (None, False):
+        if default is not None and default is not False:
             help_text += f" (default: {default})"
         groups[doc.group].add_argument(
             doc.flag,

@@ -51,9 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"fit": cmd_fit, "score": cmd_score, "eval": cmd_eval, "info": cmd_info}
 
 
-COMMANDS = {"fit": cmd_fit, "score": cmd_score, "eval": cmd_eval, "info": cmd_info}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = getattr(args, "handler", None) or COMMANDS[args.command]

@@ -3,6 +3,7 @@ sources, what a model records, and that real features beat random ones on the de
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import socket
 from pathlib import Path
@@ -177,3 +178,43 @@ def test_pretrained_default_separates_demo_defects_better_than_random_init(demo_
         print(f"{name}: image AUROC {r.image_auroc:.3f}, pixel AUROC {r.pixel_auroc:.3f}, PRO {r.pro:.3f}")
     assert reports[False].image_auroc > reports[True].image_auroc
     assert reports[False].pixel_auroc > reports[True].pixel_auroc + 0.1
+
+
+def test_a_model_refuses_other_weights_than_it_was_fitted_on(demo_root, tmp_path):
+    config = somad.SomadConfig().with_changes(
+        features={"image_size": 64, "dims": 16}, som={"rows": 4, "cols": 4, "epochs": 1}, device="cpu"
+    )
+    model = somad.fit(somad.open_dataset(demo_root), config)
+    path = model.save(tmp_path / "m.somad")
+    tensors, meta = somad.read_model_file(path)
+    digest = find_bundled("tf_efficientnet_lite0").sha256
+    meta["weights_origin"] = meta["weights_origin"].replace(digest, "0" * 64)  # weights that are not here
+    other = tmp_path / "other.somad"
+    somad.model_file.write_model_file(other, tensors, meta)
+    with pytest.raises(WeightsError, match="fitted on ImageNet, bundled package"):
+        somad.load_any_model(other, device="cpu").score([np.zeros((64, 64, 3), np.uint8)])
+    again = somad.load_any_model(path, device="cpu")  # the same weights: scores as fitted
+    image = np.full((64, 64, 3), 90, np.uint8)
+    assert again.score([image])[0].score == pytest.approx(model.score([image])[0].score, rel=1e-6)
+
+
+def test_files_without_a_normalisation_keep_imagenet_statistics(demo_root, tmp_path):
+    """Files written before the option existed were normalised with ImageNet statistics: they still are."""
+    config = somad.SomadConfig().with_changes(
+        features={"image_size": 64, "dims": 16, "normalisation": "imagenet"},
+        som={"rows": 4, "cols": 4, "epochs": 1},
+        device="cpu",
+    )
+    model = somad.fit(somad.open_dataset(demo_root), config)
+    tensors, meta = somad.model_file.read_model_file(model.save(tmp_path / "m.somad"))
+    del meta["config"]["features"]["normalisation"]
+    old = tmp_path / "old.somad"
+    somad.model_file.write_model_file(old, tensors, meta)
+    loaded = somad.load_any_model(old, device="cpu")
+    assert loaded.config.features.normalisation == "imagenet"
+    image = np.full((64, 64, 3), 90, np.uint8)
+    assert loaded.score([image])[0].score == pytest.approx(model.score([image])[0].score, rel=1e-6)
+    backbone_stats = dataclasses.replace(loaded.config.features, normalisation="backbone")
+    assert not torch.allclose(
+        FeatureExtractor(backbone_stats, CPU)([image]), FeatureExtractor(loaded.config.features, CPU)([image])
+    )

@@ -303,3 +303,11 @@ def test_description_of_a_file_and_of_the_loaded_model_agree(fitted, saved):
     text = dict(rows)
     assert text["method"] == "SOMAD: anomaly maps" and "RANDOM INIT" in text["weights"]
     assert text["SOM"].startswith(f"{fitted.config.som.rows} x {fitted.config.som.cols}")
+
+
+def test_channel_count_that_disagrees_with_the_state_is_refused(saved, tmp_path):
+    tensors, meta = read_model_file(saved)
+    tensors["channel_indices"] = tensors["channel_indices"][:-1].contiguous()
+    path = tmp_path / "channels.somad"
+    write_model_file(path, tensors, meta)
+    _refused(path, "feature channels")

@@ -189,6 +189,11 @@ class Detector(ABC):
 
     # -- shared helpers -----------------------------------------------------------------------------------
     @property
+    def input_dims(self) -> int | None:
+        """Channels of the patch features the fitted state expects (``None`` where it does not say)."""
+        return None
+
+    @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state_dict().values())
 

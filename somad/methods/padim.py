@@ -73,6 +73,10 @@ class PadimDetector(Detector):
             "grid_shape": torch.tensor(self.grid, dtype=torch.int64),
         }
 
+    @property
+    def input_dims(self) -> int | None:
+        return int(self.gaussians.means.shape[-1])
+
     def _load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
         means, inverse, counts, grid = self._require(
             tensors, "position_means", "position_inverse_cholesky", "position_counts", "grid_shape"

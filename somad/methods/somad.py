@@ -165,6 +165,10 @@ class SomadDetector(Detector):
         assert features.patches is not None, "SOMAD needs patch features"
         return self.score_with_nodes(features.patches)[0]
 
+    @property
+    def input_dims(self) -> int | None:
+        return int(self.som_weights.shape[-1])
+
     def umatrix(self) -> np.ndarray:
         """(rows, cols) U-matrix of the SOM weights."""
         return umatrix(self.som_weights.cpu().numpy(), *self.som_shape)

@@ -62,7 +62,7 @@ def make_editor(option: Option, browse: Callable[[QtWidgets.QLineEdit], None]) -
         row = QtWidgets.QHBoxLayout(host)
         row.setContentsMargins(0, 0, 0, 0)
         edit = QtWidgets.QLineEdit()
-        edit.setPlaceholderText("none (timm's own)")
+        edit.setPlaceholderText("none: bundled or timm's weights")
         button = QtWidgets.QToolButton()
         button.setText("…")
         button.setToolTip("Choose a weights file")
