@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import somad
 from somad import metrics
-from somad.extraction import extract_features
+from somad.extraction import FeatureSet, extract_features
 from somad.features import FeatureExtractor, configure_threads
 from somad.gaussian import NodeGaussians, fit_node_gaussians
-from somad.maps import anomaly_maps
 from somad.methods.somad import SomadDetector
 from somad.progress import Monitor
 from somad.som import train_som
@@ -105,14 +104,8 @@ def main() -> None:
     for variant in ("consistent", "weight-centred", "mixed-centres", "phantom-nodes"):
         t0 = time.perf_counter()
         gaussians = variant_gaussians(patches, assign, som.weights, args.lam, variant)
-        detector = SomadDetector(config)
-        detector.som_weights, detector.gaussians, detector.fitted = som.weights, gaussians, True
-        maps, image_scores = [], []
-        for start in range(0, test.shape[0], 8):
-            scores, _, _ = detector.score_with_nodes(test[start : start + 8])
-            batch_maps, batch_scores = anomaly_maps(scores, config, shapes[start : start + 8])
-            maps += batch_maps
-            image_scores += list(batch_scores)
+        detector = SomadDetector.from_parts(config, som.weights, gaussians)
+        maps, image_scores = detector.anomaly_maps(FeatureSet(test), shapes)
         print(
             f"| {variant} | {metrics.image_auroc(labels, image_scores):.3f} | {metrics.pixel_auroc(masks, maps):.3f} "
             f"| {metrics.aupro(masks, maps):.3f} | {time.perf_counter() - t0:.0f} |"

@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import somad
 from somad import metrics
 from somad.config import FeatureConfig, SomadConfig
-from somad.extraction import extract_features
+from somad.extraction import FeatureSet, extract_features
 from somad.features import FeatureExtractor, configure_threads, draw_channel_indices
 from somad.gaussian import fit_node_gaussians
-from somad.maps import anomaly_maps
 from somad.methods.somad import SomadDetector
 from somad.progress import Monitor
 from somad.som import BatchSOM
@@ -89,14 +88,8 @@ def run(
         gaussians = fit_node_gaussians(
             patches, assign, grid.n_nodes, grid.weights, lam, shrink, torch.device("cpu")
         )
-        detector = SomadDetector(config)
-        detector.som_weights, detector.gaussians, detector.fitted = grid.weights, gaussians, True
-        maps, image_scores = [], []
-        for start in range(0, test.shape[0], 16):
-            scores, _, _ = detector.score_with_nodes(test[start : start + 16])
-            batch_maps, batch_scores = anomaly_maps(scores, config, shapes[start : start + 16])
-            maps += batch_maps
-            image_scores += list(batch_scores)
+        detector = SomadDetector.from_parts(config, grid.weights, gaussians)
+        maps, image_scores = detector.anomaly_maps(FeatureSet(test), shapes)
         print(
             json.dumps(
                 {

@@ -108,6 +108,15 @@ class SomadDetector(Detector):
             "peak": features + som + statistics + working + BACKBONE_BYTES,
         }
 
+    @classmethod
+    def from_parts(
+        cls, config: SomadConfig, som_weights: torch.Tensor, gaussians: NodeGaussians, device: str = "cpu"
+    ) -> SomadDetector:
+        """A fitted detector from a trained SOM's weights and node Gaussians made elsewhere (for ablations)."""
+        detector = cls(config, None, device)
+        detector.som_weights, detector.gaussians, detector.fitted = som_weights, gaussians, True
+        return detector
+
     # -- fitting ----------------------------------------------------------------------------------------
     def fit(self, features: FeatureSet, monitor: Monitor | None = None) -> SomadDetector:
         """Algorithm 1, steps 2 and 3, on the training patches; keeps what the training summary reports."""
