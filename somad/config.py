@@ -7,6 +7,8 @@ mean of training patches, k = 4 nearest nodes, Gaussian smoothing with sigma = 4
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -14,6 +16,37 @@ from somad.errors import ConfigError
 from somad.option_doc import option_doc as _doc
 
 SomInit = Literal["positional", "pca", "random"]
+
+
+def _matches(value: Any, annotation: str) -> bool:
+    """Whether ``value`` is of the field type ``annotation`` (as written in this module); numbers must be finite."""
+    if " | " in annotation:
+        return any(_matches(value, part) for part in annotation.split(" | "))
+    if annotation == "None":
+        return value is None
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "int":
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if annotation == "float":
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation in ("str", "SomInit"):
+        return isinstance(value, str)
+    if annotation == "tuple[int, ...]":
+        return isinstance(value, tuple) and all(_matches(v, "int") for v in value)
+    return True
+
+
+def check_types(section: Any, prefix: str = "") -> None:
+    """:class:`ConfigError` naming the first field of a config dataclass whose value is not of its type (a
+    string where a number belongs, a bool for an int, NaN or infinity for a float)."""
+    for f in fields(section):
+        if isinstance(f.type, str) and not hasattr(getattr(section, f.name), "__dataclass_fields__"):
+            value = getattr(section, f.name)
+            if not _matches(value, f.type):
+                raise ConfigError(
+                    f"{prefix}{f.name}: expected {f.type.replace('SomInit', 'str')}, got {value!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -373,7 +406,10 @@ class SomadConfig:
     )
 
     def validate(self) -> SomadConfig:
-        """Check every option; return ``self`` so calls can be chained."""
+        """Check every option (its type, finiteness, then its range); return ``self`` so calls can be chained."""
+        check_types(self)
+        for name in ("features", "som", "statistics", "scoring"):
+            check_types(getattr(self, name), f"{name}.")
         self.features.validate()
         self.som.validate()
         self.statistics.validate()
@@ -411,11 +447,23 @@ class SomadConfig:
         return build(cls, {**data, **parts})
 
     def with_changes(self, **sections: dict[str, Any]) -> SomadConfig:
-        """Return a copy with options of named sections replaced, e.g. ``with_changes(som={"epochs": 3})``."""
+        """Return a copy with options of named sections replaced, e.g. ``with_changes(som={"epochs": 3})``;
+        an unknown section or option is a :class:`ConfigError` (the copy is not validated)."""
         updates: dict[str, Any] = {}
+        sections_here = {f.name for f in fields(self)}
         for name, values in sections.items():
+            if name not in sections_here:
+                raise ConfigError(
+                    f"unknown option section {name!r} (known: {', '.join(sorted(sections_here))})"
+                )
             if name in ("device", "max_train"):
                 updates[name] = values
-            else:
-                updates[name] = replace(getattr(self, name), **values)
+                continue
+            section = getattr(self, name)
+            if not isinstance(values, dict):
+                raise ConfigError(f"{name}: expected a dict of options, got {values!r}")
+            unknown = set(values) - {f.name for f in fields(section)}
+            if unknown:
+                raise ConfigError(f"unknown {name} option(s): {', '.join(sorted(unknown))}")
+            updates[name] = replace(section, **values)
         return replace(self, **updates)

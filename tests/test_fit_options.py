@@ -86,3 +86,46 @@ def type_of(kind: str):
     return {"int": int, "seed": int, "optional_int": int, "float": float, "optional_float": float}.get(
         kind, str
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"statistics": {"lam": float("nan")}}, "statistics.lam"),
+        ({"scoring": {"sigma": float("inf")}}, "scoring.sigma"),
+        ({"statistics": {"shrinkage": float("nan")}}, "statistics.shrinkage"),
+        ({"features": {"dims": "16"}}, "features.dims"),
+        ({"features": {"image_size": True}}, "features.image_size"),
+        ({"som": {"epochs": 2.5}}, "som.epochs"),
+        ({"features": {"layers": (1, "2")}}, "features.layers"),
+        ({"max_train": 1.5}, "max_train"),
+        ({"device": 0}, "device"),
+    ],
+)
+def test_every_field_is_checked_for_type_and_finiteness(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        somad.SomadConfig().with_changes(**changes).validate()
+
+
+def test_numpy_numbers_are_numbers():
+    import numpy as np
+
+    config = somad.SomadConfig().with_changes(
+        features={"dims": np.int64(16)}, statistics={"lam": np.float32(0.1)}
+    )
+    assert config.validate() is config
+
+
+@pytest.mark.parametrize("changes", [{"bogus": {}}, {"features": {"nope": 1}}, {"som": 3}])
+def test_unknown_or_malformed_changes_are_config_errors(changes):
+    with pytest.raises(ConfigError):
+        somad.SomadConfig().with_changes(**changes)
+
+
+def test_nan_from_the_command_line_ends_in_one_line(demo_root, tmp_path, capsys):
+    from somad_cli.main import main
+
+    rc = main(["fit", str(demo_root), "--out", str(tmp_path / "m.somad"), "--lambda", "nan"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "statistics.lam" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "m.somad").exists()
