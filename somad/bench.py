@@ -282,8 +282,9 @@ def run_bench(
         raise_if_empty(test, f"{dataset.name} test")
         wants_augmented = any(METHODS[m].detector.needs_pooled and options[m].get("augment") for m in methods)
         augmented = cache.get(config.features, train.paths, augmented=True) if wants_augmented else None
-        by_path = {s.path: s for s in samples}
-        kept = [by_path[p] for p in test.paths]
+        # cached features may name the same files through another route (a moved or re-linked folder)
+        by_path = {Path(s.path).resolve(): s for s in samples}
+        kept = [by_path[Path(p).resolve()] for p in test.paths]
         labels = np.array([s.label for s in kept])
         report["weights_origin"] = train.weights_origin
         report["categories"][dataset.name] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,9 +79,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            with (
+                warnings.catch_warnings()
+            ):  # torch's own notes on foreign pickles: the error below says it all
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise WeightsError(f"{path}: cannot read weights ({type(err).__name__}: {err})") from err
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        raise WeightsError(f"{path}: cannot read weights ({type(err).__name__}: {first_line})") from err
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

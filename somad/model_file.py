@@ -89,7 +89,9 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if metadata.get("format") != FORMAT_NAME:
         raise ModelFileError(path, f"unknown format {metadata.get('format')!r}")
     version = metadata.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        raise ModelFileError(path, f"invalid format version {version!r} (expected a whole number from 1)")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             path, f"format version {version!r} is newer than this program reads ({FORMAT_VERSION})"
         )

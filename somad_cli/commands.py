@@ -11,6 +11,7 @@ import numpy as np
 
 from somad import (
     DataError,
+    ModelFileError,
     SomadError,
     defect_area,
     describe_origin,
@@ -175,9 +176,14 @@ def cmd_info(args: argparse.Namespace, progress: TerminalProgress) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, indent=2))
         return 0
-    print(
-        f"model        {args.model} ({size / 2**20:.1f} MiB, format {meta['format_version']}, {meta['method']})"
-    )
-    for field, text in describe_model(meta, int(tensors["channel_indices"].numel())):
+    try:
+        rows = describe_model(meta, int(tensors["channel_indices"].numel()))
+        method = meta.get("method", "somad")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ModelFileError(
+            args.model, f"metadata field missing or of the wrong type ({type(err).__name__}: {err})"
+        ) from err
+    print(f"model        {args.model} ({size / 2**20:.1f} MiB, format {meta['format_version']}, {method})")
+    for field, text in rows:
         print(f"{field:<12} {text}")
     return 0

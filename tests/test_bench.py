@@ -148,3 +148,18 @@ def test_bench_reports_bad_input_in_one_line(demo_root, tmp_path, capsys):
 
     defaults = bench.add_arguments(argparse.ArgumentParser()).parse_args(["data"])
     assert defaults.backbone == SomadConfig().features.backbone  # bench defaults are fit's
+
+
+def test_bench_on_a_category_reached_through_another_path(demo_copy, tmp_path):
+    """Features cached from one route to the images serve another route to the same files (a link)."""
+    cache = str(tmp_path / "c")
+    assert bench.main([str(demo_copy), "--methods", "padim", *TINY, "--cache", cache]) == 0
+    linked_root = tmp_path / "linked"
+    linked_root.mkdir()
+    (linked_root / demo_copy.name).symlink_to(demo_copy, target_is_directory=True)
+    out = tmp_path / "linked.json"
+    code = bench.main(
+        [str(linked_root / demo_copy.name), "--methods", "padim", *TINY, "--cache", cache, "--json", str(out)]
+    )
+    assert code == 0
+    assert json.loads(out.read_text())["categories"][demo_copy.name]["n_test"] == 12

@@ -312,3 +312,27 @@ def test_fit_bad_method_or_option(demo_root, tmp_path, capsys, extra, expected):
     rc = main(["fit", str(demo_root), "--out", str(out), *FAST_FIT, *extra])
     assert expected in _one_error_line(capsys, rc)
     assert not out.exists()
+
+
+def test_info_on_a_checksummed_file_with_a_missing_field_is_one_line(cli_model, tmp_path, capsys):
+    from somad.model_file import read_model_file, write_model_file
+
+    tensors, meta = read_model_file(cli_model[0])
+    del meta["config"]
+    path = tmp_path / "no_config.somad"
+    write_model_file(
+        path, tensors, {k: v for k, v in meta.items() if k not in ("format", "format_version", "sha256")}
+    )
+    line = _one_error_line(capsys, main(["info", str(path)]))
+    assert "no_config.somad" in line and "metadata" in line
+
+
+def test_pickled_weights_file_is_refused_in_one_line(demo_root, tmp_path, capsys):
+    import pickle
+
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(pickle.dumps({"conv.weight": object()}))
+    fast = [a for a in FAST_FIT if a != "--random-init"]
+    rc = main(["fit", str(demo_root), "--out", str(tmp_path / "m.somad"), *fast, "--weights", str(bad)])
+    rc_line = _one_error_line(capsys, rc)
+    assert "weights.pt" in rc_line

@@ -311,3 +311,12 @@ def test_channel_count_that_disagrees_with_the_state_is_refused(saved, tmp_path)
     path = tmp_path / "channels.somad"
     write_model_file(path, tensors, meta)
     _refused(path, "feature channels")
+
+
+@pytest.mark.parametrize("version", ["1", -3, 0, True, 1.0, None])
+def test_format_version_must_be_a_whole_number_from_one(saved, tmp_path, version):
+    tensors, meta = read_model_file(saved)
+    path = tmp_path / "version.somad"
+    raw = model_file.save_bytes(tensors, metadata={"somad": json.dumps({**meta, "format_version": version})})
+    path.write_bytes(raw)
+    _refused(path, "format version")
