@@ -261,12 +261,17 @@ def _decode(path: str | Path) -> tuple[Path, np.ndarray]:
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit values of an image of any depth; ``ValueError`` for non-finite or boolean pixels."""
     if image.dtype == np.uint8:
         return image
+    if image.dtype == np.bool_:
+        raise ValueError("boolean pixels: expected an image, not a mask")
     if image.dtype == np.uint16:
         return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if np.issubdtype(image.dtype, np.floating):
-        values = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        values = image.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("non-finite pixel values (NaN or infinity)")
         if values.max(initial=0.0) <= 1.0:
             values = values * 255.0
         return np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
@@ -280,7 +285,10 @@ def read_image(path: str | Path) -> np.ndarray:
     and float images are taken as 0..1 (when their maximum is at most 1) or 0..255.
     """
     file, image = _decode(path)
-    image = _to_uint8(image)
+    try:
+        image = _to_uint8(image)
+    except ValueError as err:
+        raise ImageReadError(file, str(err)) from None
     if image.ndim == 3 and image.shape[2] in (1, 2):
         image = image[:, :, 0]
     if image.ndim == 2:
@@ -292,6 +300,23 @@ def read_image(path: str | Path) -> np.ndarray:
     else:
         raise ImageReadError(file, f"unsupported number of channels ({image.shape[2]})")
     return np.ascontiguousarray(rgb)
+
+
+def as_rgb(image: object, name: str = "image") -> np.ndarray:
+    """An in-memory image as H x W x 3 RGB ``uint8`` (channels taken as RGB), or a :class:`DataError` naming
+    ``name`` and the problem. Grayscale becomes RGB, a fourth (alpha) channel is dropped, 16-bit and float
+    values are scaled as :func:`read_image` scales them; empty, boolean and non-finite images are refused."""
+    if not isinstance(image, np.ndarray):
+        raise DataError(None, f"{name}: expected an H x W x 3 RGB array, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or image.size == 0 or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise DataError(None, f"{name}: expected an H x W x 3 RGB array, got shape {image.shape}")
+    try:
+        image = _to_uint8(image)
+    except ValueError as err:
+        raise DataError(None, f"{name}: {err}") from None
+    if image.ndim == 2 or image.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2))
+    return np.ascontiguousarray(image[:, :, :3])
 
 
 def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:

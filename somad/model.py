@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from somad.config import SomadConfig
-from somad.data import load_images
+from somad.data import as_rgb, load_images
 from somad.decision import preferred_threshold
 from somad.devices import resolve_device
 from somad.errors import ConfigError, DataError, ModelFileError
@@ -186,6 +186,10 @@ class FittedModel:
     ) -> list[ImageResult]:
         """Results of RGB uint8 images: anomaly maps at each image's own size, in the method's raw units."""
         monitor = Monitor(progress, cancel)
+        images = [
+            as_rgb(im, f"image {i}" if paths is None or paths[i] is None else str(paths[i]))
+            for i, im in enumerate(images)
+        ]
         batch_size = batch_size or self.config.features.batch_size
         group = max(batch_size, HEAD_GROUP_IMAGES)
         paths = list(paths) if paths is not None else [None] * len(images)

@@ -286,3 +286,29 @@ def test_memory_check_measures_the_device_that_is_used(demo_root, fast_config, m
     monkeypatch.setattr(training, "FeatureExtractor", no_backbone)
     with pytest.raises(ResourceError):
         somad.fit(somad.open_dataset(demo_root), fast_config)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (None, "NoneType"),
+        ("part.png", "str"),
+        (np.zeros((0, 0, 3), np.uint8), "shape"),
+        (np.zeros((8, 8, 2), np.uint8), "shape"),
+        (np.zeros((32, 32, 3), bool), "boolean"),
+        (np.full((32, 32, 3), np.nan, np.float32), "non-finite"),
+    ],
+)
+def test_score_refuses_what_is_not_an_image_in_one_error(fitted, image, message):
+    with pytest.raises(DataError, match=message):
+        fitted.score([image])
+
+
+def test_score_takes_grayscale_rgba_and_16_bit_images_as_their_rgb(fitted):
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    rgba = np.dstack([rgb, np.full((64, 64), 7, np.uint8)])
+    deep = rgb.astype(np.uint16) * 257
+    scores = [r.score for r in fitted.score([rgb, gray, rgba, deep])]
+    assert scores == pytest.approx([scores[0]] * 4, rel=1e-6)
