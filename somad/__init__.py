@@ -16,6 +16,7 @@ from somad.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, S
 from somad.data import (
     Dataset,
     Sample,
+    as_rgb,
     find_categories,
     image_paths,
     list_images,
@@ -100,6 +101,7 @@ __all__ = [
     "StatisticsConfig",
     "WeightsError",
     "apply_options",
+    "as_rgb",
     "available_devices",
     "bench",
     "defect_area",

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from somad import (
-    DataError,
     ModelFileError,
     SomadError,
     defect_area,
@@ -23,6 +22,8 @@ from somad import (
 from somad_cli.common import (
     RANDOM_INIT_NOTE,
     TerminalProgress,
+    check_output_file,
+    check_output_folder,
     config_from_args,
     method_options_from_args,
     warn,
@@ -34,10 +35,10 @@ def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
 
     config = config_from_args(args)
     options = method_options_from_args(args.option)
-    out = Path(args.out)
-    if not out.parent.exists():
-        raise DataError(out, "output folder does not exist")
     dataset = open_dataset(args.data)
+    out = check_output_file(
+        args.out, overwrite=args.overwrite, inputs=[s.path for s in (*dataset.train, *dataset.test)]
+    )
     model = fit(
         dataset,
         config,
@@ -67,7 +68,7 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
     model = load_any_model(args.model, device=args.device)
     threshold = threshold_to_use(model.thresholds, args.threshold, hint="pass --threshold")
     paths = image_paths(args.paths)
-    out = Path(args.out)
+    out = check_output_folder(args.out, overwrite=args.overwrite, inputs=[*args.paths, *paths])
     out.mkdir(parents=True, exist_ok=True)
     results, errors = score_paths(model, paths, progress=progress, strict=args.strict, on_error=warn)
     progress.close()
@@ -120,6 +121,8 @@ def _fmt(value: float | None) -> str:
 def cmd_eval(args: argparse.Namespace, progress: TerminalProgress) -> int:
     from somad import evaluate, find_categories, load_any_model, open_dataset, store_thresholds
 
+    if args.json:
+        check_output_file(args.json, overwrite=args.overwrite, inputs=[args.model])
     model = load_any_model(args.model, device=args.device)
     categories = find_categories(args.data)
     reports = {}

@@ -22,12 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a model on the good images of one category")
     p.add_argument("data", help="MVTec-layout category folder or a folder of good images")
     p.add_argument("--out", required=True, help="model file to write (.somad)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_fit_options(p)
     add_method_options(p)
     p = sub.add_parser("score", help="score images: heatmaps, overlays, scores.csv")
     p.add_argument("model")
     p.add_argument("paths", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     p.add_argument("--threshold", type=float, help="raw score threshold (default: the model's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--strict", action="store_true")
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("data", help="a category folder or a root holding several")
     p.add_argument("--json", help="write the report to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.add_argument(
         "--store-thresholds", action="store_true", help="keep best-F1 and 1%% FRR thresholds in the model"
     )

@@ -336,3 +336,44 @@ def test_pickled_weights_file_is_refused_in_one_line(demo_root, tmp_path, capsys
     rc = main(["fit", str(demo_root), "--out", str(tmp_path / "m.somad"), *fast, "--weights", str(bad)])
     rc_line = _one_error_line(capsys, rc)
     assert "weights.pt" in rc_line
+
+
+# -- a user's files are never written over without --overwrite ---------------------------------------------
+def test_fit_never_writes_over_an_input_or_an_existing_model(demo_copy, cli_model, tmp_path, capsys):
+    image = demo_copy / "train" / "good" / "000.png"
+    before = image.read_bytes()
+    line = _one_error_line(capsys, main(["fit", str(demo_copy), "--out", str(image), *FAST_FIT]))
+    assert "000.png" in line and "input" in line and image.read_bytes() == before
+    existing = tmp_path / "m.somad"
+    existing.write_bytes(cli_model[0].read_bytes())
+    line = _one_error_line(capsys, main(["fit", str(demo_copy), "--out", str(existing), *FAST_FIT]))
+    assert "--overwrite" in line and existing.read_bytes() == cli_model[0].read_bytes()
+    assert main(["fit", str(demo_copy), "--out", str(existing), *FAST_FIT, "--overwrite"]) == 0
+    assert existing.read_bytes() != cli_model[0].read_bytes()
+
+
+def test_eval_never_writes_over_the_model_or_an_existing_report(demo_root, cli_model, tmp_path, capsys):
+    model = tmp_path / "m.somad"
+    model.write_bytes(cli_model[0].read_bytes())
+    line = _one_error_line(capsys, main(["eval", str(model), str(demo_root), "--json", str(model)]))
+    assert "input" in line and model.read_bytes() == cli_model[0].read_bytes()
+    report = tmp_path / "r.json"
+    report.write_text("mine")
+    line = _one_error_line(capsys, main(["eval", str(model), str(demo_root), "--json", str(report)]))
+    assert "--overwrite" in line and report.read_text() == "mine"
+    assert main(["eval", str(model), str(demo_root), "--json", str(report), "--overwrite"]) == 0
+    assert json.loads(report.read_text())["categories"]
+
+
+def test_score_never_writes_into_its_inputs_or_a_used_folder(demo_copy, cli_model, tmp_path, capsys):
+    images = demo_copy / "test" / "good"
+    for out in (images, images / "results", demo_copy):
+        line = _one_error_line(capsys, main(["score", str(cli_model[0]), str(images), "--out", str(out)]))
+        assert "reads" in line
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    line = _one_error_line(capsys, main(["score", str(cli_model[0]), str(images), "--out", str(used)]))
+    assert "--overwrite" in line and sorted(p.name for p in used.iterdir()) == ["keep.txt"]
+    assert main(["score", str(cli_model[0]), str(images), "--out", str(used), "--overwrite"]) == 0
+    assert (used / "scores.csv").is_file() and (used / "keep.txt").read_text() == "mine"
