@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -348,8 +349,9 @@ def test_fit_never_writes_over_an_input_or_an_existing_model(demo_copy, cli_mode
     existing.write_bytes(cli_model[0].read_bytes())
     line = _one_error_line(capsys, main(["fit", str(demo_copy), "--out", str(existing), *FAST_FIT]))
     assert "--overwrite" in line and existing.read_bytes() == cli_model[0].read_bytes()
+    os.utime(existing, ns=(0, 0))
     assert main(["fit", str(demo_copy), "--out", str(existing), *FAST_FIT, "--overwrite"]) == 0
-    assert existing.read_bytes() != cli_model[0].read_bytes()
+    assert existing.stat().st_mtime_ns > 0  # written anew (a same-seed fit may well give the same bytes)
 
 
 def test_eval_never_writes_over_the_model_or_an_existing_report(demo_root, cli_model, tmp_path, capsys):
