@@ -24,7 +24,8 @@ from somad.errors import ModelFileError
 from somad.methods.registry import METHODS
 
 FORMAT_NAME = "somad-inspector"
-FORMAT_VERSION = 1
+#: 2: the metadata is covered by its own digest (``metadata_sha256``); 1: only the tensors are (read as they are).
+FORMAT_VERSION = 2
 METADATA_KEY = "somad"
 
 
@@ -36,6 +37,13 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+def metadata_digest(metadata: dict[str, Any]) -> str:
+    """SHA-256 of the metadata's canonical JSON (sorted keys, no spaces), its own digest left out."""
+    body = {k: v for k, v in metadata.items() if k != "metadata_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def write_model_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
@@ -50,6 +58,7 @@ def write_model_file(path: str | Path, tensors: dict[str, torch.Tensor], metadat
         "format_version": FORMAT_VERSION,
         "sha256": tensor_digest(tensors),
     }
+    header["metadata_sha256"] = metadata_digest(header)
     return write_bytes_atomically(path, save_bytes(tensors, metadata={METADATA_KEY: json.dumps(header)}))
 
 
@@ -95,6 +104,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise ModelFileError(
             path, f"format version {version!r} is newer than this program reads ({FORMAT_VERSION})"
         )
+    if version >= 2 and metadata.get("metadata_sha256") != metadata_digest(metadata):
+        raise ModelFileError(path, "checksum mismatch: the metadata was edited or damaged")
     if metadata.get("sha256") != tensor_digest(tensors):
         raise ModelFileError(path, "checksum mismatch: the file was modified or damaged")
     return tensors, upgrade_metadata(metadata)

@@ -177,7 +177,7 @@ def cmd_info(args: argparse.Namespace, progress: TerminalProgress) -> int:
     tensors, meta = read_model_file(args.model)
     size = Path(args.model).stat().st_size
     if args.json:
-        print(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, indent=2))
+        print(json.dumps({k: v for k, v in meta.items() if k not in ("sha256", "metadata_sha256")}, indent=2))
         return 0
     try:
         rows = describe_model(meta, int(tensors["channel_indices"].numel()))

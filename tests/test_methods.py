@@ -364,7 +364,7 @@ def test_fit_method_scores_files_saves_and_loads(demo_root, fast_config, tmp_pat
 def test_somad_files_are_unchanged_and_load_through_both_loaders(fitted, tmp_path):
     path = fitted.save(tmp_path / "model.somad")
     _, meta = read_model_file(path)
-    assert meta["method"] == "somad" and meta["format_version"] == 1 and "method_options" not in meta
+    assert meta["method"] == "somad" and meta["format_version"] == 2 and "method_options" not in meta
     a, b = load_model(path, device="cpu"), load_any_model(path, device="cpu")
     assert isinstance(b, somad.SomadModel)
     assert torch.equal(a.gaussians.inverse_cholesky, b.gaussians.inverse_cholesky)

@@ -320,3 +320,39 @@ def test_format_version_must_be_a_whole_number_from_one(saved, tmp_path, version
     raw = model_file.save_bytes(tensors, metadata={"somad": json.dumps({**meta, "format_version": version})})
     path.write_bytes(raw)
     _refused(path, "format version")
+
+
+def _edit_metadata(path: Path, change) -> None:
+    """Rewrite a file's JSON metadata in place, tensors and digests untouched (as a hand edit would)."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    meta = json.loads(header["__metadata__"][model_file.METADATA_KEY])
+    change(meta)
+    header["__metadata__"][model_file.METADATA_KEY] = json.dumps(meta)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m["thresholds"].update(train_false_reject_1pct=3.9e17),
+        lambda m: m.update(backbone="resnet50"),
+        lambda m: m["config"]["scoring"].update(k=1),
+        lambda m: m.pop("training_summary"),
+    ],
+)
+def test_an_edit_of_the_metadata_is_refused(saved, tmp_path, change):
+    path = _copy(saved, tmp_path, "edited.somad")
+    load_model(path, device="cpu")  # the copy as saved loads
+    _edit_metadata(path, change)
+    _refused(path, "metadata was edited")
+
+
+def test_format_1_files_are_read_with_their_tensor_digest_only():
+    data = Path(__file__).resolve().parent / "data" / "format1_somad.somad"
+    _, meta = read_model_file(data)
+    assert meta["format_version"] == 1 and "metadata_sha256" not in meta
+    assert meta["config"]["features"]["normalisation"] == "imagenet"  # the upgrade step's default
