@@ -47,17 +47,30 @@ def truth_masks(
     return masks
 
 
+def metric_maps(
+    samples: Sequence, maps: Sequence[np.ndarray], on_error: ErrorCallback | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    """The masks and maps pixel metrics are measured on: maps reduced to at most
+    :data:`~somad.maps.MAX_MAP_SIDE` pixels (as the window keeps them) and the masks at their size; ``None``
+    without a mask for every defective image."""
+    reduced = [reduce_map(m) for m in maps]
+    masks = truth_masks(samples, [m.shape for m in reduced], on_error)
+    return None if masks is None else (masks, reduced)
+
+
+def _pixel_scores(masks: list[np.ndarray], maps: list[np.ndarray]) -> tuple[float | None, float | None]:
+    if not masks or not any(m.any() for m in masks):
+        return None, None
+    return metrics.pixel_auroc(masks, maps), metrics.aupro(masks, maps)
+
+
 def pixel_metrics(
     samples: Sequence, maps: Sequence[np.ndarray], on_error: ErrorCallback | None = None
 ) -> tuple[float | None, float | None]:
-    """Pixel AUROC and PRO (FPR <= 0.3) of ``maps`` against the samples' masks, both measured on maps reduced to
-    at most :data:`~somad.maps.MAX_MAP_SIDE` pixels (as the window keeps them); ``(None, None)`` without masks
-    for every defective image or without any defect pixel."""
-    reduced = [reduce_map(m) for m in maps]
-    masks = truth_masks(samples, [m.shape for m in reduced], on_error)
-    if not masks or not any(m.any() for m in masks):
-        return None, None
-    return metrics.pixel_auroc(masks, reduced), metrics.aupro(masks, reduced)
+    """Pixel AUROC and PRO (FPR <= 0.3) of ``maps`` against the samples' masks (see :func:`metric_maps`);
+    ``(None, None)`` without masks for every defective image or without any defect pixel."""
+    found = metric_maps(samples, maps, on_error)
+    return (None, None) if found is None else _pixel_scores(*found)
 
 
 def evaluate(
@@ -99,9 +112,10 @@ def evaluate(
     monitor.check()
     gives_maps = all(r.anomaly_map is not None for _, r in scored)
     samples = [s for s, _ in scored]
-    maps = [r.anomaly_map for _, r in scored] if gives_maps else []
+    found = metric_maps(samples, [r.anomaly_map for _, r in scored], on_error) if gives_maps else None
+    masks, maps = found if found is not None else ([], [])
     image_auroc = metrics.image_auroc(labels, scores)
-    pixel_auroc, pro = pixel_metrics(samples, maps, on_error) if gives_maps else (None, None)
+    pixel_auroc, pro = _pixel_scores(masks, maps) if found is not None else (None, None)
     best = metrics.best_f1_threshold(labels, scores) if image_auroc is not None else (None, None)
     per_type: dict[str, dict] = {}
     for defect in sorted({s.defect_type for s, _ in scored if s.label == 1}):
@@ -109,8 +123,8 @@ def evaluate(
         entry: dict = {"count": int(sum(s.defect_type == defect for s, _ in scored))}
         entry["image_auroc"] = metrics.image_auroc(labels[keep], scores[keep])
         if pixel_auroc is not None:
-            entry["pixel_auroc"], entry["pro"] = pixel_metrics(
-                [s for s, k in zip(samples, keep, strict=True) if k],
+            entry["pixel_auroc"], entry["pro"] = _pixel_scores(
+                [m for m, k in zip(masks, keep, strict=True) if k],
                 [m for m, k in zip(maps, keep, strict=True) if k],
             )
         else:
