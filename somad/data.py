@@ -8,13 +8,21 @@ loaders never return ``None``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import io
+import os
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
+import PIL.Image
 
 from somad.errors import DataError, ImageReadError
 
@@ -25,6 +33,9 @@ MAX_FILE_BYTES: int = 512 * 1024 * 1024
 GOOD = "good"
 UNLABELLED = "unlabelled"
 _DECODE_FAILED = "cannot decode image (corrupt, truncated or unsupported format)"
+_DECODE_LOCK = threading.Lock()
+# OpenCV's own pixel-count guard, for the formats whose header Pillow cannot read (read at the first decode).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
 
 @dataclass(frozen=True)
@@ -195,27 +206,9 @@ def open_dataset(path: str | Path, test_path: str | Path | None = None) -> Datas
     return Dataset(folder.name, folder, train, test, layout)
 
 
-def _png_size(data: np.ndarray) -> tuple[int, int] | None:
-    if data.size >= 24 and data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[12:16].tobytes() == b"IHDR":
-        return int.from_bytes(data[16:20].tobytes(), "big"), int.from_bytes(data[20:24].tobytes(), "big")
-    return None
-
-
-def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
-    if data.size < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    i, n = 2, min(int(data.size), 1 << 20)
-    while i + 9 < n and data[i] == 0xFF:
-        marker = int(data[i + 1])
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height = int(data[i + 5]) << 8 | int(data[i + 6])
-            width = int(data[i + 7]) << 8 | int(data[i + 8])
-            return width, height
-        i += 2 + (int(data[i + 2]) << 8 | int(data[i + 3]))
-    return None
+_ORIENTATION_TAG = 0x0112
+#: Library messages on stderr that mean the decoded pixels are incomplete.
+_DAMAGE_SIGNS = ("corrupt", "premature end", "truncated", "read error", "crc error", "error")
 
 
 def _check_pixels(path: Path, width: int, height: int) -> None:
@@ -227,9 +220,65 @@ def _check_pixels(path: Path, width: int, height: int) -> None:
         )
 
 
+def _probe(path: Path, data: np.ndarray) -> int:
+    """Check the pixel count from the file's header, before anything is decoded; return its EXIF orientation
+    (1 to 8; 1 when it has none). Formats Pillow does not know are left to OpenCV's own pixel limit."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            header = PIL.Image.open(io.BytesIO(data.data))
+        with header:
+            width, height = header.size
+            orientation = header.getexif().get(_ORIENTATION_TAG, 1)
+    except PIL.Image.DecompressionBombError:
+        raise ImageReadError(path, f"image too large (over {MAX_IMAGE_PIXELS:,} pixels)") from None
+    except Exception:  # unknown or damaged header: the decoder decides
+        return 1
+    _check_pixels(path, width, height)
+    return orientation if orientation in range(1, 9) else 1
+
+
+def _oriented(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` turned upright by its EXIF orientation (TIFF/EXIF tag 274: 2 mirror, 3 rotate 180,
+    4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 anticlockwise)."""
+    if orientation in (2, 3, 4):
+        image = image[:, ::-1] if orientation == 2 else image[::-1, ::-1] if orientation == 3 else image[::-1]
+    elif orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)  # transpose
+        if orientation == 6:
+            image = image[:, ::-1]
+        elif orientation == 7:
+            image = image[::-1, ::-1]
+        elif orientation == 8:
+            image = image[::-1]
+    return np.ascontiguousarray(image)
+
+
+@contextmanager
+def _library_messages() -> Iterator[list[str]]:
+    """Collect what the image libraries (libpng, libjpeg, libtiff, OpenCV) write to file descriptor 2
+    meanwhile, so it becomes part of our one-line message instead of noise beside it. Decoding is serialised."""
+    lines: list[str] = []
+    with _DECODE_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines += [
+                line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip()
+            ]
+
+
 def _decode(path: str | Path) -> tuple[Path, np.ndarray]:
-    """Read and decode a file as stored (any depth and channel count), with size guards."""
+    """Read and decode a file as stored (any depth and channel count, turned upright), with size guards."""
     file = Path(path).expanduser()
+    if file.is_symlink() and not file.exists():
+        raise ImageReadError(file, "broken link (the file it points to does not exist)")
     try:
         size = file.stat().st_size
     except FileNotFoundError:
@@ -247,17 +296,19 @@ def _decode(path: str | Path) -> tuple[Path, np.ndarray]:
         data = np.fromfile(file, np.uint8)
     except OSError as exc:
         raise ImageReadError(file, f"cannot read file ({exc.strerror or exc})") from None
-    header = _png_size(data) or _jpeg_size(data)
-    if header is not None:
-        _check_pixels(file, *header)
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        image = None
+    orientation = _probe(file, data)
+    with _library_messages() as messages:
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            image = None
+    said = next((m for m in messages if any(sign in m.lower() for sign in _DAMAGE_SIGNS)), None)
     if image is None or image.size == 0 or image.ndim not in (2, 3):
-        raise ImageReadError(file, _DECODE_FAILED)
+        raise ImageReadError(file, _DECODE_FAILED + (f": {said}" if said else ""))
+    if said is not None:
+        raise ImageReadError(file, f"damaged image, only partly decoded ({said})")
     _check_pixels(file, image.shape[1], image.shape[0])
-    return file, image
+    return file, _oriented(image, orientation)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -269,12 +320,13 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if np.issubdtype(image.dtype, np.floating):
-        values = image.astype(np.float64)
-        if not np.isfinite(values).all():
+        if not np.isfinite(image).all():
             raise ValueError("non-finite pixel values (NaN or infinity)")
+        values = image.astype(np.float32)  # one working copy, changed in place
         if values.max(initial=0.0) <= 1.0:
-            values = values * 255.0
-        return np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
+            values *= np.float32(255.0)
+        np.clip(values, 0.0, 255.0, out=values)
+        return np.rint(values, out=values).astype(np.uint8)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 

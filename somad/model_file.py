@@ -22,6 +22,7 @@ from somad.atomic import write_bytes_atomically
 from somad.bundled_weights import describe_origin
 from somad.errors import ModelFileError
 from somad.methods.registry import METHODS
+from somad.model_schema import check_metadata
 
 FORMAT_NAME = "somad-inspector"
 #: 2: the metadata is covered by its own digest (``metadata_sha256``); 1: only the tensors are (read as they are).
@@ -68,6 +69,8 @@ def upgrade_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     Format 1 files written before ``features.normalisation`` existed were always normalised with ImageNet
     statistics, whatever the backbone: they get ``"imagenet"`` so that they score as they did.
     """
+    if not isinstance(metadata, dict):
+        return metadata
     config = metadata.get("config")
     if isinstance(config, dict) and isinstance(config.get("features"), dict):
         config["features"].setdefault("normalisation", "imagenet")
@@ -95,6 +98,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         metadata = json.loads(raw)
     except json.JSONDecodeError as err:
         raise ModelFileError(path, "corrupt metadata (invalid JSON)") from err
+    if not isinstance(metadata, dict):
+        raise ModelFileError(path, "corrupt metadata (not a JSON object)")
     if metadata.get("format") != FORMAT_NAME:
         raise ModelFileError(path, f"unknown format {metadata.get('format')!r}")
     version = metadata.get("format_version")
@@ -108,7 +113,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise ModelFileError(path, "checksum mismatch: the metadata was edited or damaged")
     if metadata.get("sha256") != tensor_digest(tensors):
         raise ModelFileError(path, "checksum mismatch: the file was modified or damaged")
-    return tensors, upgrade_metadata(metadata)
+    return tensors, check_metadata(path, upgrade_metadata(metadata))
 
 
 def _number(value: Any) -> str:

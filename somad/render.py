@@ -25,10 +25,11 @@ TRUTH_COLOUR = (40, 255, 40)
 def heatmap_rgb(anomaly_map: np.ndarray, vmin: float, vmax: float, colormap: str = "jet") -> np.ndarray:
     """Map raw scores to colours, ``vmin`` -> the colormap's low end, ``vmax`` -> its high end."""
     span = max(vmax - vmin, 1e-12)
-    scaled = np.clip((anomaly_map - vmin) / span, 0.0, 1.0)
-    grey = (scaled * 255.0 + 0.5).astype(np.uint8)
+    grey = np.clip(np.asarray(anomaly_map, np.float32) - np.float32(vmin), 0.0, span, dtype=np.float32)
+    grey *= np.float32(255.0 / span)
+    grey = (grey + np.float32(0.5)).astype(np.uint8)
     bgr = cv2.applyColorMap(grey, COLORMAPS.get(colormap, cv2.COLORMAP_JET))
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
 
 
 def contours_of(mask: np.ndarray) -> list[np.ndarray]:
@@ -50,8 +51,7 @@ def draw_contours(
 def blend(image: np.ndarray, colours: np.ndarray, opacity: float) -> np.ndarray:
     """Alpha-blend a colour layer over an image (both H x W x 3 uint8) at ``opacity`` (clipped to 0..1)."""
     opacity = float(np.clip(opacity, 0.0, 1.0))
-    mixed = image.astype(np.float32) * (1.0 - opacity) + colours.astype(np.float32) * opacity
-    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    return cv2.addWeighted(image, 1.0 - opacity, colours, opacity, 0.0)  # rounded, no float copies
 
 
 def annotate(
