@@ -65,6 +65,7 @@ from somad.model import (
 )
 from somad.model_file import describe_model, read_model_file
 from somad.option_doc import OPTION_GROUPS, OptionDoc
+from somad.outputs import check_output_file, check_output_folder, claimed, staged_folder
 from somad.progress import Monitor
 from somad.results import CategoryReport, ImageRecord, ImageResult
 from somad.training import fit, fit_method
@@ -104,6 +105,9 @@ __all__ = [
     "as_rgb",
     "available_devices",
     "bench",
+    "check_output_file",
+    "check_output_folder",
+    "claimed",
     "defect_area",
     "defect_mask",
     "defects",
@@ -138,6 +142,7 @@ __all__ = [
     "render",
     "resolve_device",
     "score_paths",
+    "staged_folder",
     "starting_threshold",
     "store_thresholds",
     "threshold_to_use",

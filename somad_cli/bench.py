@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from somad import METHODS, ConfigError, DataError, write_text_atomically
+from somad import METHODS, ConfigError, check_output_file, claimed, write_text_atomically
 from somad.bench import default_cache_folder, markdown, run_bench
 from somad_cli.common import RANDOM_INIT_NOTE, add_fit_options, config_from_args, run_command
 
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_fit_options(parser)
     b = parser.add_argument_group("bench")
     b.add_argument("--json", help="write the report to this file")
+    b.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     b.add_argument("--cache", help=f"feature cache and stored results (default: {default_cache_folder()})")
     b.add_argument("--no-cache", action="store_true", help="extract features in memory only, store nothing")
     b.add_argument("--fresh", action="store_true", help="recompute stored results (features stay cached)")
@@ -96,8 +97,15 @@ def cmd_bench(args: argparse.Namespace, progress) -> int:
     methods = parse_methods(args.methods)
     options = options_from_args(args, methods)
     cache = None if args.no_cache else Path(args.cache) if args.cache else default_cache_folder()
-    if args.json and not Path(args.json).expanduser().parent.exists():
-        raise DataError(args.json, "output folder does not exist")
+    if args.json:
+        check_output_file(args.json, overwrite=args.overwrite)
+    with claimed(args.json):
+        if args.json:
+            check_output_file(args.json, overwrite=args.overwrite)
+        return _bench(args, progress, config, methods, options, cache)
+
+
+def _bench(args: argparse.Namespace, progress, config, methods, options, cache) -> int:
 
     def log(text: str) -> None:
         if hasattr(progress, "close"):

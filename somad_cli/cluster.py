@@ -21,7 +21,15 @@ from pathlib import Path
 
 import cv2
 
-from somad import ConfigError, DataError, write_text_atomically
+from somad import (
+    ConfigError,
+    DataError,
+    check_output_file,
+    check_output_folder,
+    claimed,
+    staged_folder,
+    write_text_atomically,
+)
 from somad_cli.common import RANDOM_INIT_NOTE, run_command
 
 CSV_NAME = "clusters.csv"
@@ -46,6 +54,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="write the clusters and metrics to this file")
     p.add_argument("--out", help="folder for clusters.csv and one contact sheet PNG per cluster")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --json and write into --out if they exist"
+    )
     g = p.add_argument_group("clustering")
     g.add_argument("--method", choices=("ward", "kmeans"), default="ward")
     g.add_argument("--estimate", choices=("gap", "silhouette"), default="gap", help="how n is estimated")
@@ -83,20 +94,10 @@ def _fmt(value: float | None) -> str:
 
 
 def cmd_cluster(args: argparse.Namespace, progress) -> int:
-    from somad import load_model
-    from somad.defects import (
-        BlindConfig,
-        ClusteringConfig,
-        ContrastiveConfig,
-        DescriptorConfig,
-        cluster_images,
-        collect_images,
-    )
+    from somad.defects import ClusteringConfig, DescriptorConfig
 
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n: expected at least 1 cluster, got {args.n}")
-    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise DataError(args.out, "is not a folder")
     config = ClusteringConfig(
         descriptors=DescriptorConfig(tau=args.tau, centre=args.centre),
         method=args.method,
@@ -105,6 +106,23 @@ def cmd_cluster(args: argparse.Namespace, progress) -> int:
         seed=args.seed,
     ).validate()
     root = Path(args.data).expanduser()
+    _check_outputs(args, root)
+    with claimed(args.json), claimed(args.out, create_folders=True):
+        _check_outputs(args, root)  # again, now that they are ours: another command may have written them
+        return _cluster(args, progress, root, config)
+
+
+def _check_outputs(args: argparse.Namespace, root: Path) -> None:
+    if args.json:
+        check_output_file(args.json, overwrite=args.overwrite, inputs=[args.model])
+    if args.out:
+        check_output_folder(args.out, overwrite=args.overwrite, inputs=[root, args.model])
+
+
+def _cluster(args: argparse.Namespace, progress, root: Path, config) -> int:
+    from somad import load_model
+    from somad.defects import BlindConfig, ContrastiveConfig, cluster_images, collect_images
+
     paths, types = collect_images(root)
     model = load_model(args.model, device=args.device)
     result = cluster_images(
@@ -148,7 +166,9 @@ def cmd_cluster(args: argparse.Namespace, progress) -> int:
     if model.random_init:
         print(f"note: {RANDOM_INIT_NOTE}")
     if args.out:
-        out = write_outputs(result, Path(args.out), shown, thumb=args.thumb)
+        out = Path(args.out).expanduser()
+        with staged_folder(out, last=[CSV_NAME]) as stage:
+            write_outputs(result, stage, shown, thumb=args.thumb)
         print(f"wrote {out / CSV_NAME} and {len(result.members())} contact sheets to {out}")
     if args.json:
         report = result.to_dict()

@@ -10,20 +10,22 @@ from pathlib import Path
 import numpy as np
 
 from somad import (
+    DataError,
     ModelFileError,
     SomadError,
+    check_output_file,
+    check_output_folder,
+    claimed,
     defect_area,
     describe_origin,
+    staged_folder,
     threshold_to_use,
     verdict,
-    write_atomically,
     write_text_atomically,
 )
 from somad_cli.common import (
     RANDOM_INIT_NOTE,
     TerminalProgress,
-    check_output_file,
-    check_output_folder,
     config_from_args,
     method_options_from_args,
     warn,
@@ -36,20 +38,21 @@ def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
     config = config_from_args(args)
     options = method_options_from_args(args.option)
     dataset = open_dataset(args.data)
-    out = check_output_file(
-        args.out, overwrite=args.overwrite, inputs=[s.path for s in (*dataset.train, *dataset.test)]
-    )
-    model = fit(
-        dataset,
-        config,
-        method=args.method,
-        options=options,
-        progress=progress,
-        strict=args.strict,
-        on_error=warn,
-    )
-    progress.close()
-    model.save(out)
+    inputs = [s.path for s in (*dataset.train, *dataset.test)]
+    check_output_file(args.out, overwrite=args.overwrite, inputs=inputs)
+    with claimed(args.out):
+        out = check_output_file(args.out, overwrite=args.overwrite, inputs=inputs)
+        model = fit(
+            dataset,
+            config,
+            method=args.method,
+            options=options,
+            progress=progress,
+            strict=args.strict,
+            on_error=warn,
+        )
+        progress.close()
+        model.save(out)
     summary = model.training_summary
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())
     what = "" if args.method == "somad" else f"{model.label} on "
@@ -61,16 +64,38 @@ def cmd_fit(args: argparse.Namespace, progress: TerminalProgress) -> int:
 
 
 def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
-    import cv2
-
-    from somad import image_paths, load_any_model, read_image, render, score_paths
+    from somad import image_paths, load_any_model
 
     model = load_any_model(args.model, device=args.device)
     threshold = threshold_to_use(model.thresholds, args.threshold, hint="pass --threshold")
     paths = image_paths(args.paths)
-    out = check_output_folder(args.out, overwrite=args.overwrite, inputs=[*args.paths, *paths])
-    out.mkdir(parents=True, exist_ok=True)
-    results, errors = score_paths(model, paths, progress=progress, strict=args.strict, on_error=warn)
+    inputs = [*args.paths, *paths]
+    check_output_folder(args.out, overwrite=args.overwrite, inputs=inputs)
+    with claimed(args.out, create_folders=True):
+        out = check_output_folder(args.out, overwrite=args.overwrite, inputs=inputs)
+        with staged_folder(out, last=[SCORES_CSV]) as stage:
+            rows = _score_into(stage, model, paths, threshold, args, progress)
+    n_ng = sum(r[2] == "NG" for r in rows)
+    n_unreadable = sum(r[2] == "unreadable" for r in rows)
+    print(
+        f"scored {len(rows) - n_unreadable} images ({n_ng} NG, {n_unreadable} unreadable) at threshold "
+        f"{threshold:.4g}; wrote {out}"
+    )
+    if model.random_init:
+        print(f"note: {RANDOM_INIT_NOTE}")
+    return 0
+
+
+SCORES_CSV = "scores.csv"
+
+
+def _score_into(folder: Path, model, paths: list[Path], threshold: float, args, progress) -> list[list]:
+    """Score ``paths`` and write their heatmaps, overlays and ``scores.csv`` into ``folder``; the CSV's rows."""
+    import cv2
+
+    from somad import read_image, render, score_paths
+
+    results, _errors = score_paths(model, paths, progress=progress, strict=args.strict, on_error=warn)
     progress.close()
     scores = [r.score for r in results if r is not None]
     vmin = model.training_summary.get("train_score_mean", min(scores, default=0.0))
@@ -93,25 +118,17 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
         heat = render.heatmap_rgb(result.anomaly_map, vmin, vmax)
         caption = f"{verdict_text}  score {result.score:.2f}  threshold {threshold:.2f}"
         overlay = render.annotate(image, result.anomaly_map, threshold, vmin=vmin, vmax=vmax, caption=caption)
-        cv2.imwrite(str(out / f"{stem}_heatmap.png"), cv2.cvtColor(heat, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        for kind, picture in (("heatmap", heat), ("overlay", overlay)):
+            name = folder / f"{stem}_{kind}.png"
+            if not cv2.imwrite(str(name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+                raise DataError(Path(args.out) / name.name, "cannot write the image (disk full?)")
         area = defect_area(result.anomaly_map, threshold)
         rows.append([str(path), f"{result.score:.6g}", verdict_text, f"{threshold:.6g}", area, args.model])
-
-    def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", "score", "verdict", "threshold", "defect_area_px", "model"])
-            writer.writerows(rows)
-
-    write_atomically(out / "scores.csv", write_csv)
-    n_ng = sum(r[2] == "NG" for r in rows)
-    print(
-        f"scored {len(scores)} images ({n_ng} NG, {len(errors)} unreadable) at threshold {threshold:.4g}; wrote {out}"
-    )
-    if model.random_init:
-        print(f"note: {RANDOM_INIT_NOTE}")
-    return 0
+    with open(folder / SCORES_CSV, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "score", "verdict", "threshold", "defect_area_px", "model"])
+        writer.writerows(rows)
+    return rows
 
 
 def _fmt(value: float | None) -> str:
@@ -119,6 +136,13 @@ def _fmt(value: float | None) -> str:
 
 
 def cmd_eval(args: argparse.Namespace, progress: TerminalProgress) -> int:
+    if args.json:
+        check_output_file(args.json, overwrite=args.overwrite, inputs=[args.model])
+    with claimed(args.json), claimed(args.model if args.store_thresholds else None):
+        return _evaluate(args, progress)
+
+
+def _evaluate(args: argparse.Namespace, progress: TerminalProgress) -> int:
     from somad import evaluate, find_categories, load_any_model, open_dataset, store_thresholds
 
     if args.json:

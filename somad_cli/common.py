@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from somad import (
     Cancelled,
     ConfigError,
-    DataError,
     SomadConfig,
     SomadError,
     apply_options,
@@ -51,41 +48,6 @@ class TerminalProgress:
             self._bar.close()
             self._bar = None
             self._stage = None
-
-
-def check_output_file(path: str | Path, *, overwrite: bool, inputs: Iterable[str | Path] = ()) -> Path:
-    """The destination of one output file, checked before any work starts: its folder exists and is writable,
-    it is none of the command's ``inputs``, and it does not exist unless ``overwrite``."""
-    out = Path(path).expanduser()
-    if out.is_dir():
-        raise DataError(out, "is a folder; name a file")
-    if not out.parent.is_dir():
-        raise DataError(out, "output folder does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise DataError(out, "output folder is not writable")
-    target = out.resolve()
-    if any(Path(p).expanduser().resolve() == target for p in inputs):
-        raise DataError(out, "is an input of this command; choose another output")
-    if out.exists() and not overwrite:
-        raise DataError(out, "exists; pass --overwrite to replace it")
-    return out
-
-
-def check_output_folder(path: str | Path, *, overwrite: bool, inputs: Iterable[str | Path] = ()) -> Path:
-    """The destination folder of many output files, checked before any work starts: not a folder the inputs
-    lie in (the next run would read its own outputs), and empty or new unless ``overwrite``."""
-    out = Path(path).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DataError(out, "is a file; name a folder")
-    target = out.resolve()
-    for p in inputs:
-        p = Path(p).expanduser().resolve()
-        inside_input = p.is_dir() and p in target.parents
-        if target == p or target in p.parents or inside_input:
-            raise DataError(out, "holds or lies in images this command reads; choose another output folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DataError(out, "is not empty; pass --overwrite to write into it")
-    return out
 
 
 def warn(err: SomadError) -> None:
