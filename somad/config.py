@@ -44,9 +44,10 @@ def check_types(section: Any, prefix: str = "") -> None:
         if isinstance(f.type, str) and not hasattr(getattr(section, f.name), "__dataclass_fields__"):
             value = getattr(section, f.name)
             if not _matches(value, f.type):
-                raise ConfigError(
-                    f"{prefix}{f.name}: expected {f.type.replace('SomInit', 'str')}, got {value!r}"
-                )
+                expected = f.type.replace("SomInit", "str")
+                if f.type == "float" and isinstance(value, numbers.Real) and not isinstance(value, bool):
+                    expected = "a finite number"
+                raise ConfigError(f"{prefix}{f.name}: expected {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -405,11 +406,15 @@ class SomadConfig:
         ),
     )
 
-    def validate(self) -> SomadConfig:
-        """Check every option (its type, finiteness, then its range); return ``self`` so calls can be chained."""
+    def check_types(self) -> None:
+        """A :class:`ConfigError` naming the first option of the wrong type (see :func:`check_types`)."""
         check_types(self)
         for name in ("features", "som", "statistics", "scoring"):
             check_types(getattr(self, name), f"{name}.")
+
+    def validate(self) -> SomadConfig:
+        """Check every option (its type, finiteness, then its range); return ``self`` so calls can be chained."""
+        self.check_types()
         self.features.validate()
         self.som.validate()
         self.statistics.validate()
@@ -448,7 +453,8 @@ class SomadConfig:
 
     def with_changes(self, **sections: dict[str, Any]) -> SomadConfig:
         """Return a copy with options of named sections replaced, e.g. ``with_changes(som={"epochs": 3})``;
-        an unknown section or option is a :class:`ConfigError` (the copy is not validated)."""
+        an unknown section or option, or a value of the wrong type, is a :class:`ConfigError` (ranges are checked
+        by :meth:`validate`)."""
         updates: dict[str, Any] = {}
         sections_here = {f.name for f in fields(self)}
         for name, values in sections.items():
@@ -466,4 +472,6 @@ class SomadConfig:
             if unknown:
                 raise ConfigError(f"unknown {name} option(s): {', '.join(sorted(unknown))}")
             updates[name] = replace(section, **values)
-        return replace(self, **updates)
+        changed = replace(self, **updates)
+        changed.check_types()
+        return changed

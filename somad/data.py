@@ -115,6 +115,8 @@ def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
             paths += found
         elif p.exists():
             paths.append(p)
+        elif p.is_symlink():
+            raise DataError(p, "broken link (the file it points to does not exist)")
         else:
             raise DataError(p, "file not found")
     return paths
@@ -224,12 +226,11 @@ def _probe(path: Path, data: np.ndarray) -> int:
     """Check the pixel count from the file's header, before anything is decoded; return its EXIF orientation
     (1 to 8; 1 when it has none). Formats Pillow does not know are left to OpenCV's own pixel limit."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            header = PIL.Image.open(io.BytesIO(data.data))
-        with header:
-            width, height = header.size
-            orientation = header.getexif().get(_ORIENTATION_TAG, 1)
+        with warnings.catch_warnings():  # size warnings and damaged EXIF: our checks and the decoder decide
+            warnings.simplefilter("ignore")
+            with PIL.Image.open(io.BytesIO(data.data)) as header:
+                width, height = header.size
+                orientation = header.getexif().get(_ORIENTATION_TAG, 1)
     except PIL.Image.DecompressionBombError:
         raise ImageReadError(path, f"image too large (over {MAX_IMAGE_PIXELS:,} pixels)") from None
     except Exception:  # unknown or damaged header: the decoder decides

@@ -7,6 +7,7 @@ the order of :data:`THRESHOLD_PREFERENCE`: best F1 where labels were seen, then 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -56,6 +57,8 @@ def threshold_to_use(
     """``explicit`` when given, else the model's preferred stored threshold; a model without one is an error
     (``hint`` says how to give one, e.g. ``"pass --threshold"``)."""
     if explicit is not None:
+        if not math.isfinite(explicit):
+            raise ConfigError(f"threshold: expected a finite number, got {explicit!r}")
         return float(explicit)
     value = preferred_threshold(thresholds)
     if value is None:

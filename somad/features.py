@@ -124,6 +124,8 @@ def _create_backbone(
     except WeightsError:
         raise
     except Exception as err:  # hub failures surface as many exception types
+        if isinstance(err, IndexError):
+            raise WeightsError(_layers_error(timm, config)) from None
         if offline_ok:
             raise WeightsError(f"cannot build backbone {config.backbone!r}: {err}") from err
         raise _offline_error(config, err) from err
@@ -143,6 +145,30 @@ def _create_backbone(
         return model, bundled.origin
     tag = getattr(model, "pretrained_cfg", {}).get("tag") or "default"
     return model, f"timm-pretrained:{config.backbone}.{tag}"
+
+
+def _layers_error(timm, config: FeatureConfig) -> str:
+    """What is wrong with ``config.layers`` for the backbone: the stages it has."""
+    try:
+        stages = len(timm.create_model(config.backbone, pretrained=False, features_only=True).feature_info)
+        have = f"it has stages 0 to {stages - 1}"
+    except Exception:
+        have = "its stages differ"
+    return f"layers {','.join(map(str, config.layers))}: not stages of backbone {config.backbone!r} ({have})"
+
+
+def _check_runs(backbone: torch.nn.Module, config: FeatureConfig) -> None:
+    """A one-line error, before any work, for a backbone that cannot take ``image_size`` inputs (vision
+    transformers with a fixed input size, inputs smaller than its total stride)."""
+    device = next(backbone.parameters()).device
+    try:
+        with torch.no_grad():
+            backbone(torch.zeros(1, 3, config.image_size, config.image_size, device=device))
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise WeightsError(
+            f"backbone {config.backbone!r} cannot give patch features at {config.image_size} px ({reason})"
+        ) from None
 
 
 def normalisation(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -256,6 +282,7 @@ class FeatureExtractor:
                 f"are {describe_origin(self.weights_origin)}; install the same weights to score with it"
             )
         self.backbone.eval().to(device)
+        _check_runs(self.backbone, config)
         info = self.backbone.feature_info
         channels = tuple(int(c) for c in info.channels())
         strides = tuple(int(r) for r in info.reduction())

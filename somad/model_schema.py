@@ -2,7 +2,7 @@
 
 :func:`check_metadata` runs after the digests have matched and after :func:`somad.model_file.upgrade_metadata`,
 so a file that passes it can be described and rebuilt without a ``KeyError`` or ``TypeError``. The
-configuration itself is validated by :meth:`somad.config.SomadConfig.validate` when the model is rebuilt.
+configuration is validated by :meth:`somad.config.SomadConfig.validate`, as when the model is rebuilt.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from somad.errors import ModelFileError
+from somad.config import SomadConfig
+from somad.errors import ConfigError, ModelFileError
 from somad.methods.registry import METHODS
 
 
@@ -60,6 +61,18 @@ _SUMMARY: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def _missing(full: dict[str, Any], given: dict[str, Any], prefix: str = "") -> str | None:
+    """The first field of the full configuration that ``given`` lacks (dotted), or ``None``."""
+    for key, value in full.items():
+        if key not in given:
+            return prefix + key
+        if isinstance(value, dict) and isinstance(given[key], dict):
+            found = _missing(value, given[key], f"{prefix}{key}.")
+            if found:
+                return found
+    return None
+
+
 def _refuse(path: Path, field: str, expected: str, value: Any) -> ModelFileError:
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     return ModelFileError(path, f"invalid metadata: {field} must be {expected}, got {shown}")
@@ -91,10 +104,17 @@ def check_metadata(path: str | Path, metadata: Any) -> dict[str, Any]:
             raise _refuse(path, "method_options", "an object", metadata["method_options"])
         if not _is_bool(metadata.get("gives_maps", True)):
             raise _refuse(path, "gives_maps", "true or false", metadata["gives_maps"])
-    features = metadata["config"].get("features")
+    try:
+        full = SomadConfig.from_dict(metadata["config"]).validate().to_dict()
+    except (KeyError, TypeError, ValueError, ConfigError) as err:
+        raise ModelFileError(path, f"invalid configuration in metadata ({err})") from None
+    missing = _missing(full, metadata["config"])
+    if missing:
+        raise ModelFileError(path, f"invalid metadata: configuration field {missing!r} is missing")
+    features = metadata["config"]["features"]
     if _is_dict(features):
         for name in ("backbone", "image_size"):
-            if name in features and features[name] != metadata[name]:
+            if features[name] != metadata[name]:
                 raise ModelFileError(
                     path,
                     f"invalid metadata: {name} {metadata[name]!r} differs from the configuration's "

@@ -15,7 +15,7 @@ from typing import Any
 
 from somad import METHODS, ConfigError, check_output_file, claimed, write_text_atomically
 from somad.bench import default_cache_folder, markdown, run_bench
-from somad_cli.common import RANDOM_INIT_NOTE, add_fit_options, config_from_args, run_command
+from somad_cli.common import RANDOM_INIT_NOTE, Parser, add_fit_options, config_from_args, run_command
 
 
 def parse_methods(text: str) -> list[str]:
@@ -138,7 +138,7 @@ def _bench(args: argparse.Namespace, progress, config, methods, options, cache) 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m somad_cli.bench DATA ...``: the same as ``somad bench`` without the ``somad`` entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = add_arguments(argparse.ArgumentParser(prog="somad bench", description=__doc__.split("\n")[0]))
+    parser = add_arguments(Parser(prog="somad bench", description=__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
     args.argv = argv
     return run_command(cmd_bench, args, cancelled="interrupted; finished results are stored")

@@ -30,7 +30,7 @@ from somad import (
     staged_folder,
     write_text_atomically,
 )
-from somad_cli.common import RANDOM_INIT_NOTE, run_command
+from somad_cli.common import RANDOM_INIT_NOTE, Parser, run_command
 
 CSV_NAME = "clusters.csv"
 
@@ -217,7 +217,7 @@ def write_outputs(result, out: Path, root: Path, *, thumb: int = 128) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="somad", description="Unsupervised visual inspection with SOMAD.")
+    parser = Parser(prog="somad", description="Unsupervised visual inspection with SOMAD.")
     register(parser.add_subparsers(dest="command", required=True))
     return parser
 

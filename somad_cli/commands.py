@@ -95,9 +95,12 @@ def _score_into(folder: Path, model, paths: list[Path], threshold: float, args, 
 
     from somad import read_image, render, score_paths
 
-    results, _errors = score_paths(model, paths, progress=progress, strict=args.strict, on_error=warn)
+    strict = args.strict or len(paths) == 1  # one image: its problem is the one line
+    results, _errors = score_paths(model, paths, progress=progress, strict=strict, on_error=warn)
     progress.close()
     scores = [r.score for r in results if r is not None]
+    if not scores:
+        raise DataError(None, f"none of the {len(paths)} images could be read (see the warnings above)")
     vmin = model.training_summary.get("train_score_mean", min(scores, default=0.0))
     vmax = max(threshold * 1.5, max(scores, default=threshold))
     used: set[str] = set()

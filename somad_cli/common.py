@@ -17,6 +17,14 @@ from somad import (
     read_option,
 )
 
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, exit status 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"somad: error: {message} (see {self.prog} --help)\n")
+
+
 RANDOM_INIT_NOTE = (
     "random-init backbone: features are untrained, figures are not comparable to pretrained ones"
 )

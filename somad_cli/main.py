@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from somad_cli import bench, cluster
 from somad_cli.commands import cmd_eval, cmd_fit, cmd_info, cmd_score
-from somad_cli.common import add_fit_options, add_method_options, run_command
+from somad_cli.common import Parser, add_fit_options, add_method_options, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="somad", description="Unsupervised visual inspection with SOMAD.")
+    parser = Parser(prog="somad", description="Unsupervised visual inspection with SOMAD.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="fit a model on the good images of one category")
     p.add_argument("data", help="MVTec-layout category folder or a folder of good images")
