@@ -84,7 +84,9 @@ class Dataset:
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+    """An image file by its name; a broken link counts, so that reading it reports it instead of skipping it."""
+    named = path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    return named and (path.is_file() or (path.is_symlink() and not path.exists()))
 
 
 def list_images(folder: str | Path, *, recursive: bool = False) -> list[Path]:

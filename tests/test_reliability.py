@@ -82,6 +82,7 @@ class Run:
         except SystemExit as exit_:  # argparse's usage errors
             code = exit_.code
         out, err = self.capfd.readouterr()
+        self.capfd_err = err
         assert code == rc, (out, err)
         assert "Traceback" not in out + err
         if rc == 2:
@@ -390,6 +391,13 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
 def test_a_broken_link(ws, run):
     (ws / "gone.png").symlink_to(ws / "nowhere.png")
     assert "broken link" in run("score", ws / "m.somad", ws / "gone.png", "--out", ws / "o", names="gone.png")
+
+
+def test_a_broken_link_in_a_folder_is_named_not_skipped(ws, run):
+    (ws / "data" / "test" / "good" / "gone.png").symlink_to(ws / "nowhere.png")
+    out = run("score", ws / "m.somad", ws / "data" / "test", "--out", ws / "o", rc=0, changes=True)
+    assert "1 unreadable" in out
+    assert "gone.png: broken link" in run.capfd_err
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
