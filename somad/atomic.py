@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from somad.errors import DataError
+
 
 def umask() -> int:
     """The process's file-creation mask."""
@@ -23,7 +25,10 @@ def umask() -> int:
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(temporary_path)``, flush the file to disk, then rename it onto ``path``; returns ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise DataError(path, f"cannot write ({err.strerror or err})") from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -31,6 +36,9 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a vanished folder: name the destination, not the temporary file
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(path, f"cannot write ({err.strerror or err}); nothing was written") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

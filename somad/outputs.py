@@ -135,14 +135,21 @@ def staged_folder(dest: str | Path, last: Sequence[str] = ()) -> Iterator[Path]:
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}{STAGING}", dir=dest.parent))
     try:
         yield stage
-        _flush(stage)
-        if not dest.exists():
-            os.chmod(stage, 0o777 & ~umask())
-            os.replace(stage, dest)
-            return
-        names = sorted(p.name for p in stage.iterdir())
-        for name in [n for n in names if n not in last] + [n for n in last if n in names]:
-            os.replace(stage / name, dest / name)
+        try:
+            _flush(stage)
+            if not dest.exists():
+                os.chmod(stage, 0o777 & ~umask())
+                os.replace(stage, dest)
+                return
+            names = sorted(p.name for p in stage.iterdir())
+            for name in [n for n in names if n not in last] + [n for n in last if n in names]:
+                os.replace(stage / name, dest / name)
+        except OSError as err:
+            raise DataError(dest, f"cannot write the results ({err.strerror or err})") from None
+    except OSError as err:  # raised while writing into the staging folder
+        raise DataError(
+            dest, f"cannot write the results ({err.strerror or err}); nothing was written"
+        ) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import somad
 import somad.atomic as atomic
 import somad.model_file as model_file
 from somad.config import SomadConfig
@@ -132,7 +133,7 @@ def test_failed_replace_keeps_the_old_file(fitted, saved, tmp_path, monkeypatch)
 
     monkeypatch.setattr(atomic.os, "replace", broken_replace)
     changed = dataclasses.replace(fitted, thresholds={"best_f1": 123.0})
-    with pytest.raises(OSError):
+    with pytest.raises(somad.DataError, match=r"keep\.somad: cannot write \(No space left on device\)"):
         changed.save(path)
     monkeypatch.undo()
     assert path.read_bytes() == before

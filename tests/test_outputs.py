@@ -67,14 +67,17 @@ def test_a_new_result_folder_appears_whole(tmp_path):
 
 def test_a_failed_or_cancelled_run_leaves_the_destination_as_it_was(tmp_path):
     dest = tmp_path / "results"
-    for error in (OSError(28, "No space left on device"), KeyboardInterrupt()):
-        with pytest.raises(type(error)), staged_folder(dest) as stage:
+    for error, seen in (
+        (OSError(28, "No space left on device"), DataError),
+        (KeyboardInterrupt(), KeyboardInterrupt),
+    ):
+        with pytest.raises(seen), staged_folder(dest) as stage:
             (stage / "half.png").write_bytes(b"half")
             raise error
         assert list(tmp_path.iterdir()) == []
     dest.mkdir()
     (dest / "old.png").write_bytes(b"old")
-    with pytest.raises(OSError), staged_folder(dest) as stage:
+    with pytest.raises(DataError, match=r"results.*No space left"), staged_folder(dest) as stage:
         (stage / "old.png").write_bytes(b"new")
         raise OSError(28, "No space left on device")
     assert _listing(dest) == {"old.png": b"old"}

@@ -334,7 +334,8 @@ def test_score_into_an_existing_folder_interrupted_keeps_the_old_results(ws, run
     run("score", ws / "m.somad", ws / "data" / "test", "--out", ws / "res", rc=0, changes=True)
     before = _files(ws / "res")
     monkeypatch.setattr(cv2, "imwrite", _full_disk)
-    run("score", ws / "m.somad", ws / "data" / "test", "--out", ws / "res", "--overwrite")
+    line = run("score", ws / "m.somad", ws / "data" / "test", "--out", ws / "res", "--overwrite", names="res")
+    assert "No space left" in line and "staging" not in line
     assert _files(ws / "res") == before
 
 
@@ -342,9 +343,10 @@ def test_score_into_an_existing_folder_interrupted_keeps_the_old_results(ws, run
 def test_json_and_model_on_a_full_disk_leave_no_file(ws, run, monkeypatch, command):
     monkeypatch.setattr(os, "fsync", _full_disk)
     if command == "eval":
-        run("eval", ws / "m.somad", ws / "data", "--json", ws / "r.json")
+        line = run("eval", ws / "m.somad", ws / "data", "--json", ws / "r.json", names="r.json")
     else:
-        run("fit", ws / "data", "--out", ws / "new.somad", *FIT)
+        line = run("fit", ws / "data", "--out", ws / "new.somad", *FIT, names="new.somad")
+    assert "No space left" in line and ".tmp" not in line
     assert sorted(p.name for p in ws.iterdir()) == ["data", "m.somad"]
 
 
