@@ -179,6 +179,8 @@ def test_clicking_a_thumbnail_selects_its_image(qtbot, image_set):
     paths = _show(qtbot, dock.panel, image_set)
     view = dock.panel.groups[2].list
     item = view.item(1)
+    view.scrollToItem(item)
+    qtbot.waitUntil(lambda: view.viewport().rect().contains(view.visualItemRect(item).center()))
     with qtbot.waitSignal(dock.image_selected) as selected:
         qtbot.mouseClick(
             view.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=view.visualItemRect(item).center()
