@@ -7,7 +7,8 @@
   so a second command writing the same output stops at once instead of both claiming to have written it.
 - Single files are written atomically (:mod:`somad.atomic`); a folder of results is written into a hidden staging
   folder beside it (:func:`staged_folder`) and moved into place only when complete, so a cancel, an error or a
-  full disk leaves nothing, and a killed run leaves only a hidden folder that the next run removes.
+  full disk leaves nothing. A killed run leaves only hidden files beside the destination (a temporary file, a
+  staging folder, the lock's file), which the next command writing it removes.
 """
 
 from __future__ import annotations
@@ -111,12 +112,23 @@ def claimed(path: str | Path | None, *, create_folders: bool = False) -> Iterato
         except FileNotFoundError:
             pass
         os.close(fd)
+    _remove_leftovers(out)
     try:
         yield out
     finally:
         with contextlib.suppress(OSError):
             lock.unlink()
         os.close(fd)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove what a killed command writing ``out`` left beside it: temporary files of atomic writes and
+    staging folders. Only called with the lock held, so no live command owns them."""
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    for stale in out.parent.glob(f".{out.name}{STAGING}*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -130,8 +142,7 @@ def staged_folder(dest: str | Path, last: Sequence[str] = ()) -> Iterator[Path]:
     """
     dest = Path(dest).expanduser()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}{STAGING}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    _remove_leftovers(dest)
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}{STAGING}", dir=dest.parent))
     try:
         yield stage

@@ -11,7 +11,11 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -348,6 +352,27 @@ def test_json_and_model_on_a_full_disk_leave_no_file(ws, run, monkeypatch, comma
         line = run("fit", ws / "data", "--out", ws / "new.somad", *FIT, names="new.somad")
     assert "No space left" in line and ".tmp" not in line
     assert sorted(p.name for p in ws.iterdir()) == ["data", "m.somad"]
+
+
+def test_a_killed_fit_leaves_nothing_the_next_run_keeps(ws, capfd):
+    """``kill -9`` during a fit: nothing under the model's name; what it left beside it goes with the next run."""
+    out = ws / "killed.somad"
+    fit = subprocess.Popen(
+        [sys.executable, "-m", "somad_cli.main", "fit", str(ws / "data"), "--out", str(out), *FIT],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not (ws / ".killed.somad.lock").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (ws / ".killed.somad.abc123.tmp").write_bytes(b"half a model")  # as a kill during the write leaves it
+    fit.send_signal(signal.SIGKILL)
+    fit.wait()
+    assert not out.exists()
+    assert main(["fit", str(ws / "data"), "--out", str(out), *FIT]) == 0
+    assert sorted(p.name for p in ws.iterdir() if p.name.startswith((".killed", "killed"))) == [
+        "killed.somad"
+    ]
 
 
 def test_an_output_in_a_folder_that_cannot_exist(ws, run):
