@@ -7,6 +7,7 @@ new name (``dialogs.ask_overwrite``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -26,8 +27,14 @@ SELECTED = "selected"
 PNG_FILTER = "PNG images (*.png)"
 
 
-def resolve_targets(parent: QtWidgets.QWidget | None, paths: list[Path]) -> list[Path] | None:
-    """Ask about existing files; the paths to write (renamed where the user keeps both), or None to stop."""
+def resolve_targets(
+    parent: QtWidgets.QWidget | None, paths: list[Path], inputs: Sequence[Path] = ()
+) -> list[Path] | None:
+    """Ask about existing files; the paths to write (renamed where the user keeps both), or None to stop.
+    A path that is one of the ``inputs`` (the images on show) is never written over: it gets a new name."""
+    kept = {p.resolve() for p in inputs}
+    if kept and any(p.resolve() in kept for p in paths):
+        paths = [batch.unique_path(p) if p.resolve() in kept else p for p in paths]
     existing = [p for p in paths if p.exists()]
     repeated = len(set(paths)) != len(paths)
     if not existing and not repeated:
@@ -52,6 +59,10 @@ class Exporter(QtCore.QObject):
         self.parent_widget = parent
         self.progress_dialog: QtWidgets.QProgressDialog | None = None
         self.last_dir = Path.home()
+
+    def _inputs(self) -> list[Path]:
+        """The image files on show: exports never write over them."""
+        return [e.path for e in self.session.store.entries]
 
     def style(self) -> RenderStyle:
         v = self.viewer
@@ -81,7 +92,7 @@ class Exporter(QtCore.QObject):
         path = Path(path)
         if path.suffix.lower() != ".png":
             path = path.with_suffix(".png")
-        targets = resolve_targets(self.parent_widget, [path])
+        targets = resolve_targets(self.parent_widget, [path], self._inputs())
         if targets is None:
             self.session.info("Export cancelled: nothing written")
             return None
@@ -168,7 +179,7 @@ class Exporter(QtCore.QObject):
         entries = [store.entries[i] for i in indices]
         paths = batch.planned_paths(entries, out_dir, kind)
         report = out_dir / batch.REPORT_NAME if with_report else None
-        targets = resolve_targets(self.parent_widget, [*paths, *([report] if report else [])])
+        targets = resolve_targets(self.parent_widget, [*paths, *([report] if report else [])], self._inputs())
         if targets is None:
             self.session.info("Batch export cancelled: nothing written")
             return None

@@ -102,6 +102,18 @@ def test_export_current_view_never_overwrites_silently(loaded_window, tmp_path, 
     assert read_rgb(fig).shape[0] > 2 * image.shape[0]
 
 
+def test_export_never_writes_over_an_image_on_show(loaded_window, dialogs):
+    win = loaded_window
+    win.browser.select_entry(win.default_entry())
+    entry = win.viewer.entry
+    before = entry.path.read_bytes()
+    dialogs.overwrite_answer = "overwrite"  # even when the user would say yes
+    written = win.exporter.export_current(entry.path)
+    assert written is not None and written != entry.path and written.exists()
+    assert entry.path.read_bytes() == before
+    written.unlink()
+
+
 def test_batch_export_all_ng_and_selected_with_report(loaded_window, tmp_path, qtbot, dialogs):
     win = loaded_window
     session = win.session
