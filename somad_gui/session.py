@@ -78,7 +78,8 @@ def _load_work(path: Path, *, progress=None, cancel=None) -> Any:
 
 
 def _save_work(model: Any, path: Path, *, progress=None, cancel=None) -> Path:
-    model.save(path)
+    with somad.claimed(path):  # not while a command writes the same file
+        model.save(path)
     return path
 
 
