@@ -270,10 +270,26 @@ class SomConfig:
             flag="--som-init",
         ),
     )
+    samples_per_epoch: int = field(
+        default=100_000,
+        metadata=_doc(
+            "Patches per epoch",
+            "Training patches drawn afresh for each SOM epoch (0: every patch, every epoch). Every patch is\n"
+            "still assigned to its node with the final map, for the node statistics.",
+            "SOM",
+            "int",
+            0,
+            100_000_000,
+            10_000,
+            flag="--som-samples",
+        ),
+    )
     seed: int = 0
     chunk_size: int = 8192
 
     def validate(self) -> None:
+        if self.samples_per_epoch < 0:
+            raise ConfigError(f"samples_per_epoch: expected 0 (all) or more, got {self.samples_per_epoch}")
         if self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2:
             raise ConfigError(f"SOM size: expected at least 2 nodes, got {self.rows} x {self.cols}")
         if self.epochs < 1:

@@ -67,13 +67,16 @@ def upgrade_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """Bring the metadata of a file written by an earlier version up to this one's meaning, in memory.
 
     Format 1 files written before ``features.normalisation`` existed were always normalised with ImageNet
-    statistics, whatever the backbone: they get ``"imagenet"`` so that they score as they did.
+    statistics, whatever the backbone: they get ``"imagenet"`` so that they score as they did. Files written
+    before ``som.samples_per_epoch`` existed trained their maps on every patch every epoch: they get 0.
     """
     if not isinstance(metadata, dict):
         return metadata
     config = metadata.get("config")
     if isinstance(config, dict) and isinstance(config.get("features"), dict):
         config["features"].setdefault("normalisation", "imagenet")
+    if isinstance(config, dict) and isinstance(config.get("som"), dict):
+        config["som"].setdefault("samples_per_epoch", 0)  # maps were trained on every patch, every epoch
     return metadata
 
 

@@ -273,3 +273,21 @@ def test_fit_keeps_weights_finite_with_empty_nodes():
     assert errors[-1] < 1e-3
     hits = som.hit_counts(x)
     assert hits.shape == (12, 12) and hits.sum() == 100 and (hits == 0).sum() > 100
+
+
+def test_epochs_on_drawn_samples_reach_the_quality_of_full_passes():
+    data = torch.from_numpy(_clustered_data(seed=2, n=20_000))
+    result = {}
+    for per_epoch in (0, 1_000):
+        som = BatchSOM(8, 8, data.shape[1], CPU, 4096)
+        som.init_pca(data, 0)
+        som.fit(data, SomConfig(rows=8, cols=8, epochs=6, samples_per_epoch=per_epoch))
+        result[per_epoch] = (som.quantization_error(data), som.topographic_error(data), som.weights.clone())
+    full, drawn = result[0], result[1_000]
+    assert drawn[0] <= full[0] * 1.03  # 20 times fewer samples a pass, the same quantization error
+    assert drawn[1] <= full[1] + 0.02
+    assert not torch.equal(full[2], drawn[2])  # the samples were drawn: a different map
+    again = BatchSOM(8, 8, data.shape[1], CPU, 4096)
+    again.init_pca(data, 0)
+    again.fit(data, SomConfig(rows=8, cols=8, epochs=6, samples_per_epoch=1_000))
+    assert torch.equal(again.weights, drawn[2])  # seeded: the same draws

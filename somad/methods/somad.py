@@ -76,6 +76,7 @@ class SomadDetector(Detector):
         "som.sigma_start",
         "som.sigma_end",
         "som.init",
+        "som.samples_per_epoch",
         "som.seed",
         "som.chunk_size",
         "statistics.lam",
