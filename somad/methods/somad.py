@@ -157,10 +157,11 @@ class SomadDetector(Detector):
         self._check_fitted()
         b, gh, gw, d = patches.shape
         x = patches.reshape(-1, d).to(self.device, torch.float32)
-        k = min(self.config.scoring.k, int(self.gaussians.valid.sum()))
-        som = BatchSOM(*self.som_shape, d, self.device)
-        som.weights = self.som_weights
-        nearest, _ = som.nearest(x, k, mask=self.gaussians.valid)
+        searched = torch.nonzero(self.gaussians.valid).flatten()  # only nodes with hits are ever returned
+        k = min(self.config.scoring.k, int(searched.numel()))
+        som = BatchSOM(1, int(searched.numel()), d, self.device)
+        som.weights = self.som_weights[searched]
+        nearest = searched[som.nearest(x, k)[0]]
         d2 = mahalanobis_to_nodes(x, nearest, self.gaussians)
         best_d2, best_pos = d2.min(1)
         best = nearest.gather(1, best_pos.unsqueeze(1)).squeeze(1)
