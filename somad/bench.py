@@ -195,7 +195,9 @@ def run_method(
     pixel_auroc = pro = None
     if detector.gives_maps:
         pixel_auroc, pro = pixel_metrics(samples, maps)
-    model = FittedModel(method, config, detector, train.weights_origin, train.channel_indices, device=device)
+    model = FittedModel(
+        method, detector.config, detector, train.weights_origin, train.channel_indices, device=device
+    )
     with tempfile.TemporaryDirectory() as tmp:
         model_mb = model.save(Path(tmp) / f"{method}.somad").stat().st_size / 2**20
     head_ms = 1000.0 * head_s / max(n, 1)

@@ -197,6 +197,12 @@ class FeatureConfig:
             raise ConfigError(f"normalisation: expected backbone or imagenet, got {self.normalisation!r}")
 
 
+#: Auto SOM size: training patches a node's Gaussian should rest on, and the bounds of the map's side.
+HITS_PER_NODE = 25
+MIN_AUTO_SIDE = 8
+MAX_AUTO_SIDE = 80
+
+
 @dataclass(frozen=True)
 class SomConfig:
     """Batch Self-Organizing Map options (Kohonen's batch algorithm, Gaussian neighbourhood).
@@ -206,15 +212,28 @@ class SomConfig:
     """
 
     rows: int = field(
-        default=56,
+        default=0,
         metadata=_doc(
-            "SOM rows", "Rows of the Self-Organizing Map grid (the paper: 56).", "SOM", "int", 1, 512
+            "SOM rows",
+            "Rows of the Self-Organizing Map grid; Auto (0): sized to the training patches, about\n"
+            f"{HITS_PER_NODE} a node, from {MIN_AUTO_SIDE} to {MAX_AUTO_SIDE} a side (the paper: 56).",
+            "SOM",
+            "int",
+            0,
+            512,
+            special="Auto",
         ),
     )
     cols: int = field(
-        default=56,
+        default=0,
         metadata=_doc(
-            "SOM cols", "Columns of the Self-Organizing Map grid (the paper: 56).", "SOM", "int", 1, 512
+            "SOM cols",
+            "Columns of the Self-Organizing Map grid; Auto (0): as rows.",
+            "SOM",
+            "int",
+            0,
+            512,
+            special="Auto",
         ),
     )
     epochs: int = field(
@@ -270,6 +289,33 @@ class SomConfig:
             flag="--som-init",
         ),
     )
+    patch_window: int = field(
+        default=3,
+        metadata=_doc(
+            "Patch window",
+            "Each patch feature is the mean over its window x window grid neighbours before the map learns\n"
+            "it (PatchCore's local aggregation): a patch carries its neighbourhood. 1: the patch alone.",
+            "SOM",
+            "int",
+            1,
+            9,
+            2,
+            flag="--patch-window",
+        ),
+    )
+    patch_stride: int = field(
+        default=2,
+        metadata=_doc(
+            "Patch stride",
+            "Grid cells between two aggregated patches (2: stride 8 px at the finest stage, a quarter\n"
+            "of the patches). 1: every cell.",
+            "SOM",
+            "int",
+            1,
+            4,
+            flag="--patch-stride",
+        ),
+    )
     samples_per_epoch: int = field(
         default=100_000,
         metadata=_doc(
@@ -290,8 +336,15 @@ class SomConfig:
     def validate(self) -> None:
         if self.samples_per_epoch < 0:
             raise ConfigError(f"samples_per_epoch: expected 0 (all) or more, got {self.samples_per_epoch}")
-        if self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2:
-            raise ConfigError(f"SOM size: expected at least 2 nodes, got {self.rows} x {self.cols}")
+        if self.patch_window < 1 or self.patch_window % 2 == 0 or self.patch_stride < 1:
+            raise ConfigError(
+                f"patch window and stride: expected an odd window and a stride from 1, got "
+                f"{self.patch_window} and {self.patch_stride}"
+            )
+        if not self.auto_size and (self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2):
+            raise ConfigError(
+                f"SOM size: expected at least 2 nodes, or 0 x 0 for Auto, got {self.rows} x {self.cols}"
+            )
         if self.epochs < 1:
             raise ConfigError(f"epochs: expected at least 1 full pass, got {self.epochs}")
         if self.sigma_end <= 0 or (self.sigma_start is not None and self.sigma_start < self.sigma_end):
@@ -300,6 +353,21 @@ class SomConfig:
             raise ConfigError(f"init: expected positional, pca or random, got {self.init!r}")
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size: expected at least 1, got {self.chunk_size}")
+
+    @property
+    def auto_size(self) -> bool:
+        """Whether the map is sized to the training patches when fitted (rows and cols 0)."""
+        return self.rows == 0 and self.cols == 0
+
+    def sized_for(self, n_patches: int) -> SomConfig:
+        """This configuration with an Auto map sized for ``n_patches`` training patches: a square of side
+        ``round(sqrt(n_patches / HITS_PER_NODE))`` within [MIN_AUTO_SIDE, MAX_AUTO_SIDE], so that each node's
+        Gaussian (Eq. 2) rests on about HITS_PER_NODE patches; an explicit size is kept."""
+        if not self.auto_size:
+            return self
+        side = round(math.sqrt(max(n_patches, 1) / HITS_PER_NODE))
+        side = min(max(side, MIN_AUTO_SIDE), MAX_AUTO_SIDE)
+        return replace(self, rows=side, cols=side)
 
     @property
     def initial_sigma(self) -> float:
@@ -356,10 +424,11 @@ class ScoringConfig:
     """Anomaly-map options: ``k`` nearest nodes (Eq. 1), Gaussian smoothing ``sigma`` in pixels of a 224 grid."""
 
     k: int = field(
-        default=4,
+        default=2,
         metadata=_doc(
             "k nearest nodes",
-            "Each patch is scored against its k nearest SOM nodes (Eq. 1; the paper: 4).",
+            "Each patch is scored against its k nearest SOM nodes (Eq. 1; the paper: 4). Larger k reaches\n"
+            "broader node Gaussians that make defects look normal (measured in BENCHMARKS.md).",
             "Statistics and scoring",
             "int",
             1,
@@ -435,8 +504,9 @@ class SomadConfig:
         self.som.validate()
         self.statistics.validate()
         self.scoring.validate()
-        if self.scoring.k > self.som.rows * self.som.cols:
-            raise ConfigError(f"k = {self.scoring.k} exceeds the number of SOM nodes")
+        nodes = MIN_AUTO_SIDE**2 if self.som.auto_size else self.som.rows * self.som.cols
+        if self.scoring.k > nodes:
+            raise ConfigError(f"k = {self.scoring.k} exceeds the number of SOM nodes ({nodes})")
         if self.max_train is not None and self.max_train < 1:
             raise ConfigError(f"max_train: expected at least 1 image, got {self.max_train}")
         return self

@@ -68,7 +68,8 @@ def upgrade_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 
     Format 1 files written before ``features.normalisation`` existed were always normalised with ImageNet
     statistics, whatever the backbone: they get ``"imagenet"`` so that they score as they did. Files written
-    before ``som.samples_per_epoch`` existed trained their maps on every patch every epoch: they get 0.
+    before ``som.samples_per_epoch`` existed trained their maps on every patch every epoch: they get 0; before
+    ``som.patch_window`` and ``som.patch_stride``, on single grid cells: they get 1 and 1.
     """
     if not isinstance(metadata, dict):
         return metadata
@@ -77,6 +78,8 @@ def upgrade_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
         config["features"].setdefault("normalisation", "imagenet")
     if isinstance(config, dict) and isinstance(config.get("som"), dict):
         config["som"].setdefault("samples_per_epoch", 0)  # maps were trained on every patch, every epoch
+        config["som"].setdefault("patch_window", 1)  # on single grid cells
+        config["som"].setdefault("patch_stride", 1)
     return metadata
 
 

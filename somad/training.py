@@ -133,7 +133,7 @@ def fit(
     timings.update(detector.fit_seconds or {"fit": time.perf_counter() - t0})
     model = FittedModel(
         method=method,
-        config=config,
+        config=detector.config,  # as fitted: an Auto map size is resolved
         detector=detector,
         weights_origin=extractor.weights_origin,
         channel_indices=extractor.layout.channel_indices,

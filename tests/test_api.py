@@ -52,8 +52,8 @@ def test_evaluate_reports_every_defect_type(demo_report):
 def test_training_summary_and_threshold(fitted):
     summary = fitted.training_summary
     assert summary["n_images"] == 12 and summary["n_unreadable"] == 0
-    assert summary["grid_shape"] == [32, 32]
-    assert summary["n_patches"] == 12 * 32 * 32
+    assert summary["grid_shape"] == [16, 16]  # the aggregated grid the map scores
+    assert summary["n_patches"] == 12 * 16 * 16  # 3 x 3 windows every second cell of the 32 x 32 grid
     assert 0 < summary["nodes_with_hits"] <= 100
     assert summary["category"] == "demo_parts"
     assert summary["train_score_max"] >= summary["train_score_mean"] > 0
@@ -77,7 +77,7 @@ def test_score_maps_have_each_images_own_size(fitted):
     assert [r.anomaly_map.shape for r in results] == [(70, 110), (120, 50), (96, 96)]
     for r in results:
         assert r.score == pytest.approx(float(r.anomaly_map.max()))
-        assert r.nearest_nodes.shape == (32, 32, 4) and r.best_node.shape == (32, 32)
+        assert r.nearest_nodes.shape == (16, 16, 4) and r.best_node.shape == (16, 16)  # aggregated grid
         assert fitted.gaussians.valid.cpu().numpy()[r.nearest_nodes].all()
         assert (r.nearest_nodes == r.best_node[..., None]).any(-1).all()
 
@@ -262,7 +262,8 @@ def test_estimate_memory_grows_with_dims_som_and_images(fast_config):
     # max_train caps the images counted.
     capped = somad.estimate_memory(dataclasses.replace(fast_config, max_train=10), 100)
     assert capped["features"] == base["features"]
-    assert base["features"] == 4 * 10 * 16 * 16 * 16  # float32, 16 x 16 grid at 64 px, 16 channels
+    assert base["features"] == 4 * 10 * 16 * 16 * 16 * 5 // 4  # float32, 16 x 16 grid at 64 px, 16 channels,
+    # and the aggregated copy (a quarter of the cells)
 
 
 def test_fit_refuses_when_memory_is_short(demo_root, fast_config, monkeypatch):

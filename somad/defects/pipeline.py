@@ -180,7 +180,10 @@ def _extract(model, items: Sequence, monitor: Monitor, *, score: bool, reference
         out.maps += [reduce_map(m, keep_side) for m in maps]
         if reference:
             best = torch.from_numpy(np.stack([r.best_node for r in results])).long()
-            out.reference.append(weights[best.to(weights.device)].permute(0, 3, 1, 2).cpu())
+            nodes = weights[best.to(weights.device)].permute(0, 3, 1, 2).cpu()
+            if nodes.shape[-2:] != grid.shape[1:3]:  # the map's patches are aggregated on a coarser grid
+                nodes = torch.nn.functional.interpolate(nodes, size=tuple(grid.shape[1:3]), mode="nearest")
+            out.reference.append(nodes)
 
     with torch.inference_mode():
         ex = extract_feature_set(

@@ -25,8 +25,8 @@ import math
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 
+from somad.aggregation import aggregate
 from somad.devices import single_threaded
 from somad.features import BACKBONE_BYTES, estimated_grid
 from somad.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector, FeatureSet, OptionSpec
@@ -36,15 +36,6 @@ from somad.progress import Monitor
 REPORT_EVERY = 256
 #: A pruned step touching more than this share of all patches is done as a dense step.
 DENSE_SHARE = 0.5
-
-
-def aggregate(patches: torch.Tensor, neighbourhood: int, stride: int) -> torch.Tensor:
-    """(N, gh, gw, d) -> (N, gh', gw', d): mean over each patch's neighbourhood, every ``stride`` cells."""
-    if neighbourhood <= 1 and stride <= 1:
-        return patches
-    x = patches.permute(0, 3, 1, 2)
-    x = F.avg_pool2d(x, neighbourhood, stride=stride, padding=neighbourhood // 2, count_include_pad=False)
-    return x.permute(0, 2, 3, 1).contiguous()
 
 
 def sparse_random_projection(dims: int, components: int, seed: int, device: torch.device) -> torch.Tensor:

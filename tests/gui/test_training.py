@@ -156,7 +156,11 @@ def test_gui_thread_stays_responsive_during_a_fit(window, qtbot, demo_default):
     timer.timeout.connect(beat)
     timer.start(20)
     job = session.fit(
-        somad.DEMO_CONFIG.with_changes(device="cpu", features={"image_size": 192}, som={"epochs": 20})
+        somad.DEMO_CONFIG.with_changes(
+            device="cpu",
+            features={"image_size": 192},
+            som={"epochs": 20, "patch_window": 1, "patch_stride": 1},  # every cell: a few seconds of work
+        )
     )
     t0 = last[0] = time.monotonic()
     with qtbot.waitSignal(session.fitFinished, timeout=180_000):
