@@ -26,7 +26,17 @@ SHARED_OPTIONS = (
     FitOption(
         "som_size",
         ("som.rows", "som.cols"),
-        OptionDoc("SOM size", "K for a K x K map.", "SOM", "int", 1, 512, flag="--som-size", form=False),
+        OptionDoc(
+            "SOM size",
+            "K for a K x K map; 0: Auto, sized to the training patches (the default).",
+            "SOM",
+            "int",
+            0,
+            512,
+            special="Auto",
+            flag="--som-size",
+            form=False,
+        ),
     ),
     FitOption(
         "seed",
