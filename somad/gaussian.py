@@ -58,6 +58,21 @@ def gaussian_bytes(n_nodes: int, dims: int) -> int:
     return 4 * n_nodes * (dims * dims + dims) + 8 * n_nodes
 
 
+def pack_lower(matrices: torch.Tensor) -> torch.Tensor:
+    """(J, d, d) lower-triangular matrices -> (J, d (d + 1) / 2): their lower triangles, row by row (how model
+    files store the inverse Cholesky factors: half the bytes, nothing lost)."""
+    rows, cols = torch.tril_indices(matrices.shape[-1], matrices.shape[-1], device=matrices.device)
+    return matrices[:, rows, cols].contiguous()
+
+
+def unpack_lower(packed: torch.Tensor, dims: int) -> torch.Tensor:
+    """The inverse of :func:`pack_lower`: (J, d (d + 1) / 2) -> (J, d, d), zeros above the diagonal."""
+    rows, cols = torch.tril_indices(dims, dims, device=packed.device)
+    out = torch.zeros(packed.shape[0], dims, dims, dtype=packed.dtype, device=packed.device)
+    out[:, rows, cols] = packed
+    return out
+
+
 def inverse_cholesky(cov: torch.Tensor) -> torch.Tensor:
     """``W = L^{-1}`` with ``cov = L L^T`` for a batch of covariances, as float32 (so ``M^2 = ||W (f - mu)||^2``)."""
     chol = torch.linalg.cholesky(cov)

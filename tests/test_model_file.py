@@ -95,9 +95,13 @@ def test_round_trip_gives_identical_scores(fitted, saved, test_images):
 
 def test_file_is_safetensors_with_complete_metadata(fitted, saved):
     header = _header(saved)
-    assert {"som_weights", "node_means", "node_inverse_cholesky", "node_counts", "channel_indices"} <= set(
-        header
-    )
+    assert {
+        "som_weights",
+        "node_means",
+        "node_inverse_cholesky_lower",
+        "node_counts",
+        "channel_indices",
+    } <= set(header)
     meta = json.loads(header["__metadata__"]["somad"])
     for key in REQUIRED_METADATA:
         assert key in meta, key
@@ -114,7 +118,7 @@ def test_file_is_safetensors_with_complete_metadata(fitted, saved):
     # The same file read through the module's reader.
     tensors, metadata = read_model_file(saved)
     assert metadata["sha256"] == model_file.tensor_digest(tensors)
-    assert tensors["node_inverse_cholesky"].shape == (100, 48, 48)
+    assert tensors["node_inverse_cholesky_lower"].shape == (100, 48 * 49 // 2)  # lower triangles only
 
 
 def test_write_leaves_no_temporary_files(fitted, tmp_path):
@@ -233,7 +237,7 @@ def test_future_format_version_is_refused(saved, tmp_path, monkeypatch):
     [
         ("som_weights", lambda t: t[:-1]),
         ("node_means", lambda t: t[:, :-1]),
-        ("node_inverse_cholesky", lambda t: t[:, :, :-1].contiguous()),
+        ("node_inverse_cholesky_lower", lambda t: t[:, :-1].contiguous()),
         ("node_counts", lambda t: t[:5]),
     ],
 )

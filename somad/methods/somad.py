@@ -32,7 +32,14 @@ from somad.aggregation import aggregate
 from somad.config import SomadConfig
 from somad.extraction import FeatureSet
 from somad.features import BACKBONE_BYTES, estimated_grid
-from somad.gaussian import NodeGaussians, fit_node_gaussians, gaussian_bytes, mahalanobis_to_nodes
+from somad.gaussian import (
+    NodeGaussians,
+    fit_node_gaussians,
+    gaussian_bytes,
+    mahalanobis_to_nodes,
+    pack_lower,
+    unpack_lower,
+)
 from somad.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector
 from somad.progress import Monitor
 from somad.som import BatchSOM, train_som, umatrix
@@ -221,23 +228,30 @@ class SomadDetector(Detector):
         return {
             "som_weights": self.som_weights,
             "node_means": self.gaussians.means,
-            "node_inverse_cholesky": self.gaussians.inverse_cholesky,
+            "node_inverse_cholesky_lower": pack_lower(self.gaussians.inverse_cholesky),
             "node_counts": self.gaussians.counts.to(torch.int64),
         }
 
     def _load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Files store the factors' lower triangles (``node_inverse_cholesky_lower``); files written before
+        that, the full matrices (``node_inverse_cholesky``)."""
+        packed = "node_inverse_cholesky_lower" in tensors
+        factor = "node_inverse_cholesky_lower" if packed else "node_inverse_cholesky"
         weights, means, inverse, counts = self._require(
-            tensors, "som_weights", "node_means", "node_inverse_cholesky", "node_counts"
+            tensors, "som_weights", "node_means", factor, "node_counts"
         )
         n_nodes = self.config.som.rows * self.config.som.cols
         dims = weights.shape[-1]
+        factor_shape = (n_nodes, dims * (dims + 1) // 2) if packed else (n_nodes, dims, dims)
         for name, t, shape in (
             ("som_weights", weights, (n_nodes, dims)),
             ("node_means", means, (n_nodes, dims)),
-            ("node_inverse_cholesky", inverse, (n_nodes, dims, dims)),
+            (factor, inverse, factor_shape),
             ("node_counts", counts, (n_nodes,)),
         ):
             if tuple(t.shape) != shape:
                 raise ValueError(f"tensor {name} has shape {tuple(t.shape)}, expected {shape}")
+        if packed:
+            inverse = unpack_lower(inverse, dims)
         self.som_weights = weights.float().to(self.device)
         self.gaussians = NodeGaussians(means.float(), inverse.float(), counts).to(self.device)
