@@ -15,8 +15,8 @@ import math
 import numpy as np
 import torch
 
-from somad.config import SomConfig
 from somad.progress import Monitor
+from somad.som_config import SomConfig
 
 
 def grid_coordinates(rows: int, cols: int, device: torch.device | None = None) -> torch.Tensor:

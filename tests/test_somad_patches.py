@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from somad.aggregation import aggregate
-from somad.config import HITS_PER_NODE, MAX_AUTO_SIDE, MIN_AUTO_SIDE, SomConfig
 from somad.extraction import FeatureSet
 from somad.methods import create_detector
+from somad.som_config import HITS_PER_NODE, MAX_AUTO_SIDE, MIN_AUTO_SIDE, SomConfig
 from tests.conftest import make_config
 
 CPU = torch.device("cpu")
