@@ -1,6 +1,10 @@
 """Where and why SOMAD loses: the tables of BENCHMARKS.md's "Why SOMAD loses where it loses".
 
     python benchmarks/somad_analysis.py ../shared/data --cache runs/bench-backbones [--som 56,80] [--json F]
+        [--window 3 --stride 2] [--samples 100000]
+
+``--window`` and ``--stride`` aggregate the patches first (the map then learns the aggregated ones);
+``--samples`` draws that many patches for each SOM epoch (0, the default here: every patch, every epoch).
 
 On the default features (cached, ``--max-train 200`` as ``somad bench``), per category:
 
@@ -30,6 +34,7 @@ import torch
 
 import somad
 from somad import metrics
+from somad.aggregation import aggregate
 from somad.evaluation import truth_masks
 from somad.extraction import FeatureSet
 from somad.feature_cache import FeatureCache
@@ -193,8 +198,13 @@ def position_stats(detector, train_patches, test_patches, best_nodes, cell_defec
     }
 
 
-def run_category(folder: Path, base: somad.SomadConfig, cache, som_sizes, n_each: int) -> dict:
+def run_category(
+    folder: Path, base: somad.SomadConfig, cache, som_sizes, n_each: int, window: int = 1, stride: int = 1
+) -> dict:
     train, test, kept = load(folder, base, cache)
+    if window > 1 or stride > 1:
+        train.features.patches = aggregate(train.features.patches.float(), window, stride)
+        test.features.patches = aggregate(test.features.patches.float(), window, stride)
     labels = np.array([s.label for s in kept])
     sizes = test.sizes
     report: dict = {"n_train": len(train.paths), "n_test": len(test.paths), "variants": {}}
@@ -332,17 +342,26 @@ def main() -> int:
     parser.add_argument("--categories", default=None)
     parser.add_argument("--som", default="56", help="SOM sizes, the first is the reference")
     parser.add_argument("--sample", type=int, default=60, help="patches per kind for the retrieval table")
+    parser.add_argument("--window", type=int, default=1)
+    parser.add_argument("--stride", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=0, help="patches per SOM epoch (0: all)")
     parser.add_argument("--json")
     args = parser.parse_args()
     configure_threads()
-    config = somad.SomadConfig().with_changes(max_train=200).validate()
+    config = somad.SomadConfig().with_changes(
+        max_train=200,
+        som={"patch_window": 1, "patch_stride": 1, "samples_per_epoch": args.samples},  # aggregated here
+        scoring={"k": 4},
+    )
     cache = FeatureCache(args.cache or somad.bench.default_cache_folder(), device=torch.device("cpu"))
     folders = somad.find_categories(args.data)
     if args.categories:
         wanted = args.categories.split(",")
         folders = [f for f in folders if f.name in wanted]
     sizes = [int(s) for s in args.som.split(",")]
-    results = {f.name: run_category(f, config, cache, sizes, args.sample) for f in folders}
+    results = {
+        f.name: run_category(f, config, cache, sizes, args.sample, args.window, args.stride) for f in folders
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))
     print(markdown(results))
