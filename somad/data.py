@@ -311,7 +311,29 @@ def _decode(path: str | Path) -> tuple[Path, np.ndarray]:
     if said is not None:
         raise ImageReadError(file, f"damaged image, only partly decoded ({said})")
     _check_pixels(file, image.shape[1], image.shape[0])
+    bits = _png_significant_bits(data) if image.dtype == np.uint16 else None
+    if bits is not None and bits < 16:  # e.g. a 12-bit camera's PNG: its real range, not 65535
+        top = (1 << bits) - 1
+        image = (np.minimum(image, top).astype(np.uint32) * 65535 // top).astype(np.uint16)
     return file, _oriented(image, orientation)
+
+
+def _png_significant_bits(data: np.ndarray) -> int | None:
+    """The significant bits a PNG declares in its ``sBIT`` chunk (the largest over channels), or ``None``."""
+    raw = data.data
+    if bytes(raw[:8]) != b"\x89PNG\r\n\x1a\n":
+        return None
+    at = 8
+    while at + 8 <= len(raw):
+        length = int.from_bytes(raw[at : at + 4], "big")
+        kind = bytes(raw[at + 4 : at + 8])
+        if kind == b"sBIT":
+            values = bytes(raw[at + 8 : at + 8 + length])
+            return max(values) if values and 1 <= max(values) <= 16 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        at += 12 + length
+    return None
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -337,7 +359,8 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as H x W x 3 RGB ``uint8``.
 
     Grayscale becomes RGB, alpha is dropped, palette images are expanded, 16-bit values are scaled to 0..255
-    and float images are taken as 0..1 (when their maximum is at most 1) or 0..255.
+    from their real range (the significant bits a PNG declares, e.g. 12; else 16) and float images are taken as
+    0..1 (when their maximum is at most 1) or 0..255.
     """
     file, image = _decode(path)
     try:

@@ -478,3 +478,26 @@ def test_mutated_image_files_are_read_or_refused_by_name(tmp_path, capfd, data):
     else:
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert capfd.readouterr().err == ""  # the libraries' own messages never reach the terminal
+
+
+def test_a_12_bit_png_is_scaled_by_its_real_range(tmp_path):
+    """A 16-bit PNG whose sBIT chunk declares 12 significant bits: 4095 is white, not 6 % grey."""
+    import zlib
+
+    values = np.array([[0, 1024, 2048, 4095]], np.uint16)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 4, 1, 16, 0, 0, 0, 0)  # 4 x 1, 16-bit grayscale
+    rows = b"\x00" + values.astype(">u2").tobytes()
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"sBIT", b"\x0c")
+    (tmp_path / "12bit.png").write_bytes(png + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    (tmp_path / "16bit.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    assert read_image(tmp_path / "12bit.png")[0, :, 0].tolist() == [0, 64, 128, 255]
+    assert read_image(tmp_path / "16bit.png")[0, :, 0].tolist() == [0, 4, 8, 16]  # no sBIT: 16 bits
