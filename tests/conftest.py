@@ -21,6 +21,25 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 if os.environ["OMP_NUM_THREADS"] == "1":
     torch.set_num_threads(1)
 
+#: ``somad fit`` flags of a small, fast, offline model (resnet18, random init, CPU).
+FAST_FIT = [
+    "--random-init",
+    "--backbone",
+    "resnet18",
+    "--image-size",
+    "64",
+    "--dims",
+    "16",
+    "--som-size",
+    "6",
+    "--epochs",
+    "2",
+    "--k",
+    "3",
+    "--device",
+    "cpu",
+]
+
 #: The tiny demo set every API/CLI test shares (written once per session).
 DEMO_ARGS = {"n_train": 12, "n_test_good": 4, "n_test_per_defect": 4, "size": 96, "seed": 0}
 

@@ -16,24 +16,7 @@ import pytest
 
 import somad.features
 from somad_cli.main import main
-
-FAST_FIT = [
-    "--random-init",
-    "--backbone",
-    "resnet18",
-    "--image-size",
-    "64",
-    "--dims",
-    "16",
-    "--som-size",
-    "6",
-    "--epochs",
-    "2",
-    "--k",
-    "3",
-    "--device",
-    "cpu",
-]
+from tests.conftest import FAST_FIT
 
 
 @pytest.fixture(scope="module")

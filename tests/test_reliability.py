@@ -29,22 +29,9 @@ import somad
 from somad import ModelFileError, claimed, read_image
 from somad.model_file import read_model_file, write_model_file
 from somad_cli.main import main
+from tests.conftest import FAST_FIT
 
-FIT = [
-    "--random-init",
-    "--backbone",
-    "resnet18",
-    "--image-size",
-    "64",
-    "--dims",
-    "16",
-    "--som-size",
-    "4",
-    "--epochs",
-    "1",
-    "--device",
-    "cpu",
-]
+FIT = FAST_FIT  # a small random-init model on the CPU
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
