@@ -9,7 +9,7 @@ Importing this package never imports Qt. Typical use::
     model.save("bottle.somad")
 """
 
-from somad import bench, defects, metrics, render
+from somad import bench, defects, export, metrics, render
 from somad.atomic import write_atomically, write_bytes_atomically, write_text_atomically
 from somad.bundled_weights import BUNDLED_PACKAGES, describe_origin
 from somad.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
@@ -48,6 +48,7 @@ from somad.errors import (
     WeightsError,
 )
 from somad.evaluation import evaluate, pixel_metrics, store_thresholds, truth_masks
+from somad.export import check_export, export_onnx
 from somad.extraction import extract_features
 from somad.features import prepare_backbone_library
 from somad.fit_options import FitOption, apply_options, fit_options, parse_layers, read_option
@@ -105,6 +106,7 @@ __all__ = [
     "as_rgb",
     "available_devices",
     "bench",
+    "check_export",
     "check_output_file",
     "check_output_folder",
     "claimed",
@@ -115,6 +117,8 @@ __all__ = [
     "describe_origin",
     "estimate_memory",
     "evaluate",
+    "export",
+    "export_onnx",
     "extract_features",
     "false_reject_threshold",
     "find_categories",

@@ -1,5 +1,5 @@
 """The ``somad`` command line: ``fit`` (SOMAD or any method of :data:`somad.methods.METHODS`), ``score``,
-``eval``, ``info``, ``bench`` and ``cluster``.
+``eval``, ``info``, ``bench``, ``cluster``, ``export`` and ``check-export``.
 
 Bad input ends with exit status 2 and one line on stderr naming the file and the problem; a cancelled run
 (Ctrl-C) ends with status 130 and writes nothing.
@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from somad_cli import bench, cluster
+from somad_cli import bench, cluster, export
 from somad_cli.commands import cmd_eval, cmd_fit, cmd_info, cmd_score
 from somad_cli.common import Parser, add_fit_options, add_method_options, run_command
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     bench.register(sub)
     cluster.register(sub)
+    export.register(sub)
     return parser
 
 
