@@ -31,6 +31,7 @@ from somad.aggregation import aggregate
 from somad.atomic import write_bytes_atomically
 from somad.errors import ConfigError, DataError
 from somad.maps import REFERENCE_SIZE, gaussian_kernel1d
+from somad.methods.somad import RERANKED, rerank
 from somad.model import FittedModel
 
 #: Largest relative difference (of the map's range) the check accepts between the graph and the Python path.
@@ -66,7 +67,11 @@ class _SomadHead(torch.nn.Module):
         n, d, gh, gw = x.shape
         flat = x.permute(0, 2, 3, 1).reshape(-1, d)
         distances = (self.weights * self.weights).sum(1) - 2.0 * flat @ self.weights.T
-        nearest = torch.topk(distances, min(self.k, self.weights.shape[0]), dim=1, largest=False).indices
+        k = min(self.k, self.weights.shape[0])
+        candidates = torch.topk(
+            distances, min(k + RERANKED, self.weights.shape[0]), dim=1, largest=False
+        ).indices
+        nearest = rerank(flat, self.weights, candidates, k)
         centred = flat.unsqueeze(1) - self.means[nearest]  # (P, k, d)
         z = torch.einsum("pkij,pkj->pki", self.factors[nearest], centred)
         return (z * z).sum(-1).min(1).values.clamp_min(0).sqrt().view(n, gh, gw)

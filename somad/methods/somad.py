@@ -44,6 +44,21 @@ from somad.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector
 from somad.progress import Monitor
 from somad.som import BatchSOM, train_som, umatrix
 
+#: Candidates beyond k whose Euclidean distances are recomputed in float64 before the k nearest are chosen.
+RERANKED = 2
+
+
+def rerank(x: torch.Tensor, weights: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """The k nearest (Eq. 1) among each row's ``candidates`` (n, c) by distances recomputed in float64.
+
+    The float32 matrix product that finds the candidates sums in an order that depends on the library and the
+    batch, so nodes at nearly equal distances can swap; the choice among the candidates is made in float64,
+    the same in the Python path and in an exported graph.
+    """
+    diff = x.unsqueeze(1).double() - weights[candidates].double()
+    order = torch.topk((diff * diff).sum(-1), k, dim=1, largest=False).indices
+    return candidates.gather(1, order)
+
 
 @dataclass
 class SomAndNodes:
@@ -195,7 +210,8 @@ class SomadDetector(Detector):
         k = min(self.config.scoring.k, int(searched.numel()))
         som = BatchSOM(1, int(searched.numel()), d, self.device)
         som.weights = self.som_weights[searched]
-        nearest = searched[som.nearest(x, k)[0]]
+        candidates = som.nearest(x, min(k + RERANKED, int(searched.numel())))[0]
+        nearest = searched[rerank(x, som.weights, candidates, k)]
         d2 = mahalanobis_to_nodes(x, nearest, self.gaussians)
         best_d2, best_pos = d2.min(1)
         best = nearest.gather(1, best_pos.unsqueeze(1)).squeeze(1)
