@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-import sys
-import tempfile
-import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +21,7 @@ import numpy as np
 import PIL.Image
 
 from somad.errors import DataError, ImageReadError
+from somad.stderr import captured_stderr
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_IMAGE_PIXELS: int = 80_000_000
@@ -33,7 +30,6 @@ MAX_FILE_BYTES: int = 512 * 1024 * 1024
 GOOD = "good"
 UNLABELLED = "unlabelled"
 _DECODE_FAILED = "cannot decode image (corrupt, truncated or unsupported format)"
-_DECODE_LOCK = threading.Lock()
 # OpenCV's own pixel-count guard, for the formats whose header Pillow cannot read (read at the first decode).
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
@@ -106,11 +102,21 @@ def list_images(folder: str | Path, *, recursive: bool = False) -> list[Path]:
 
 
 def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
-    """Image files named by ``inputs``: files as they are, folders by every image inside them (recursively)."""
+    """Image files named by ``inputs``: files as they are, folders by every image inside them (recursively),
+    ``.txt`` files by the paths they list, one a line (relative ones from the list's folder)."""
     paths: list[Path] = []
     for item in inputs:
         p = Path(item).expanduser()
-        if p.is_dir():
+        if p.suffix.lower() == ".txt" and p.is_file():
+            try:
+                lines = p.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise DataError(p, f"cannot read the list ({err})") from None
+            listed = [p.parent / line.strip() for line in lines if line.strip() and not line.startswith("#")]
+            if not listed:
+                raise DataError(p, "lists no image")
+            paths += listed
+        elif p.is_dir():
             found = list_images(p, recursive=True)
             if not found:
                 raise DataError(p, "no images in this folder")
@@ -257,26 +263,6 @@ def _oriented(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-@contextmanager
-def _library_messages() -> Iterator[list[str]]:
-    """Collect what the image libraries (libpng, libjpeg, libtiff, OpenCV) write to file descriptor 2
-    meanwhile, so it becomes part of our one-line message instead of noise beside it. Decoding is serialised."""
-    lines: list[str] = []
-    with _DECODE_LOCK, tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines += [
-                line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip()
-            ]
-
-
 def _decode(path: str | Path) -> tuple[Path, np.ndarray]:
     """Read and decode a file as stored (any depth and channel count, turned upright), with size guards."""
     file = Path(path).expanduser()
@@ -300,7 +286,7 @@ def _decode(path: str | Path) -> tuple[Path, np.ndarray]:
     except OSError as exc:
         raise ImageReadError(file, f"cannot read file ({exc.strerror or exc})") from None
     orientation = _probe(file, data)
-    with _library_messages() as messages:
+    with captured_stderr() as messages:  # libpng, libjpeg and OpenCV speak on stderr
         try:
             image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         except cv2.error:

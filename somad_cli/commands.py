@@ -71,10 +71,15 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
     paths = image_paths(args.paths)
     inputs = [*args.paths, *paths]
     check_output_folder(args.out, overwrite=args.overwrite, inputs=inputs)
+    if args.engine == "ray" and args.workers < 1:
+        raise SomadError(f"--workers: expected at least 1, got {args.workers}")
     with claimed(args.out, create_folders=True):
         out = check_output_folder(args.out, overwrite=args.overwrite, inputs=inputs)
         with staged_folder(out, last=[SCORES_CSV]) as stage:
-            rows = _score_into(stage, model, paths, threshold, args, progress)
+            if args.engine == "ray":
+                rows = _score_on_ray(stage, model, paths, threshold, args)
+            else:
+                rows = _score_into(stage, model, paths, threshold, args, progress)
     n_ng = sum(r[2] == "NG" for r in rows)
     n_unreadable = sum(r[2] == "unreadable" for r in rows)
     print(
@@ -87,6 +92,51 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
 
 
 SCORES_CSV = "scores.csv"
+CSV_HEADER = ["file", "score", "verdict", "threshold", "defect_area_px", "model"]
+
+
+def _write_scores(folder: Path, rows: list[list]) -> None:
+    with open(folder / SCORES_CSV, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_HEADER)
+        writer.writerows(rows)
+
+
+def _score_on_ray(folder: Path, model, paths: list[Path], threshold: float, args) -> list[list]:
+    """``scores.csv`` from Ray workers (:func:`somad.distributed.score_on_ray`), row for row as the local engine."""
+    from somad.distributed import score_on_ray
+
+    scored = score_on_ray(
+        args.model,
+        paths,
+        threshold,
+        model.config.features.batch_size,
+        workers=args.workers,
+        address=args.address,
+    )
+    rows = []
+    for path, row in zip(paths, scored, strict=True):
+        if row.score is None:
+            if args.strict:
+                raise DataError(path, row.error.split(": ", 1)[-1])
+            warn(DataError(path, row.error.split(": ", 1)[-1]))
+            rows.append([str(path), "", "unreadable", f"{threshold:.6g}", "", args.model])
+            continue
+        area = "" if row.defect_area is None else row.defect_area
+        rows.append(
+            [
+                str(path),
+                f"{row.score:.6g}",
+                verdict(row.score, threshold),
+                f"{threshold:.6g}",
+                area,
+                args.model,
+            ]
+        )
+    if not any(r[2] != "unreadable" for r in rows):
+        raise DataError(None, f"none of the {len(paths)} images could be read (see the warnings above)")
+    _write_scores(folder, rows)
+    return rows
 
 
 def _score_into(folder: Path, model, paths: list[Path], threshold: float, args, progress) -> list[list]:
@@ -127,10 +177,7 @@ def _score_into(folder: Path, model, paths: list[Path], threshold: float, args, 
                 raise DataError(Path(args.out) / name.name, "cannot write the image (disk full?)")
         area = defect_area(result.anomaly_map, threshold)
         rows.append([str(path), f"{result.score:.6g}", verdict_text, f"{threshold:.6g}", area, args.model])
-    with open(folder / SCORES_CSV, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "score", "verdict", "threshold", "defect_area_px", "model"])
-        writer.writerows(rows)
+    _write_scores(folder, rows)
     return rows
 
 

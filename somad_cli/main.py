@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="raw score threshold (default: the model's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--strict", action="store_true")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: score on Ray Data workers (scores.csv only; a local Ray unless --address)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="Ray workers (each loads the model once)")
+    p.add_argument("--address", help="address of an existing Ray cluster")
     p = sub.add_parser("eval", help="image AUROC, pixel AUROC and PRO on labelled test sets")
     p.add_argument("model")
     p.add_argument("data", help="a category folder or a root holding several")

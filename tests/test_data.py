@@ -355,3 +355,14 @@ def test_load_images_strict(tmp_path):
         load_images([good, bad], strict=True)
     images, indices, errors = load_images(iter([good]), strict=True)
     assert len(images) == 1 and indices == [0] and errors == []
+
+
+def test_a_text_file_lists_images_one_a_line(tmp_path):
+    from somad.data import image_paths
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "list.txt").write_text(f"a.png\n\n# a comment\n{tmp_path / 'b.png'}\n")
+    assert image_paths([tmp_path / "list.txt"]) == [tmp_path / "a.png", tmp_path / "b.png"]
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(DataError, match="lists no image"):
+        image_paths([tmp_path / "empty.txt"])
