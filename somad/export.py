@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from somad.aggregation import aggregate
 from somad.atomic import write_bytes_atomically
 from somad.errors import ConfigError, DataError
+from somad.features import stack_stages
 from somad.maps import REFERENCE_SIZE, gaussian_kernel1d
 from somad.methods.somad import RERANKED, rerank
 from somad.model import FittedModel
@@ -122,9 +123,8 @@ class ScoringGraph(torch.nn.Module):
         self.backbone = extractor.backbone.cpu().eval()
         self.register_buffer("mean", extractor._mean.cpu())
         self.register_buffer("std", extractor._std.cpu())
-        self.keep = [k.cpu() for k in extractor._per_stage]
-        for i, keep in enumerate(self.keep):
-            self.register_buffer(f"keep{i}", keep)
+        for i, keep in enumerate(extractor._per_stage):
+            self.register_buffer(f"keep{i}", keep.cpu())
         self.finest = int(np.argmin(extractor.layout.stage_strides))
         self.head = HEADS[model.method](model.detector)
         self.size = model.config.features.image_size
@@ -134,17 +134,8 @@ class ScoringGraph(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (image.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
         stages = list(self.backbone(x))
-        grid = stages[self.finest].shape[-2:]
-        parts = []
-        for i, stage in enumerate(stages):
-            keep = getattr(self, f"keep{i}")
-            if keep.numel() == 0:
-                continue
-            stage = stage.index_select(1, keep)
-            if stage.shape[-2:] != grid:
-                stage = F.interpolate(stage, size=grid, mode="bilinear", align_corners=False)
-            parts.append(stage)
-        scores = self.head(torch.cat(parts, dim=1).float())
+        keep = [getattr(self, f"keep{i}") for i in range(len(stages))]
+        scores = self.head(stack_stages(stages, keep, self.finest))
         maps = F.interpolate(
             scores.unsqueeze(1), size=(self.size, self.size), mode="bilinear", align_corners=False
         )

@@ -11,6 +11,7 @@ import importlib.util
 import itertools
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -347,18 +348,23 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def patches(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        """Patch features (B, dims, gh, gw) from :meth:`stages`: the kept channels of every stage, upsampled to
-        the finest stage's grid and concatenated."""
-        grid = stages[int(np.argmin(self.layout.stage_strides))].shape[-2:]
-        parts = []
-        for stage, keep in zip(stages, self._per_stage, strict=True):
-            if keep.numel() == 0:
-                continue
-            stage = stage.index_select(1, keep)
-            if stage.shape[-2:] != grid:
-                stage = F.interpolate(stage, size=grid, mode="bilinear", align_corners=False)
-            parts.append(stage)
-        return torch.cat(parts, dim=1).float()
+        """Patch features (B, dims, gh, gw) from :meth:`stages` (see :func:`stack_stages`)."""
+        return stack_stages(stages, self._per_stage, int(np.argmin(self.layout.stage_strides)))
+
+
+def stack_stages(stages: Sequence[torch.Tensor], keep: Sequence[torch.Tensor], finest: int) -> torch.Tensor:
+    """The ``keep`` channels of every stage, upsampled bilinearly to stage ``finest``'s grid and concatenated:
+    patch features (B, dims, gh, gw). One definition for the extractor and the exported graph."""
+    grid = stages[finest].shape[-2:]
+    parts = []
+    for stage, kept in zip(stages, keep, strict=True):
+        if kept.numel() == 0:
+            continue
+        stage = stage.index_select(1, kept)
+        if stage.shape[-2:] != grid:
+            stage = F.interpolate(stage, size=grid, mode="bilinear", align_corners=False)
+        parts.append(stage)
+    return torch.cat(parts, dim=1).float()
 
 
 def configure_threads() -> None:

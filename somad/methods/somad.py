@@ -188,6 +188,15 @@ class SomadDetector(Detector):
         self.fit_seconds = dict(fitted.seconds)
         return self
 
+    def _searched_nodes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The nodes with hits (only they are ever returned) and their weights, kept while the map is the same."""
+        cached = getattr(self, "_search", None)
+        if cached is None or cached[0] is not self.som_weights:
+            searched = torch.nonzero(self.gaussians.valid).flatten()
+            cached = (self.som_weights, searched, self.som_weights[searched].contiguous())
+            self._search = cached
+        return cached[1], cached[2]
+
     def _aggregated(self, patches: torch.Tensor) -> torch.Tensor:
         return aggregate(patches, self.config.som.patch_window, self.config.som.patch_stride)
 
@@ -206,10 +215,10 @@ class SomadDetector(Detector):
         patches = self._aggregated(patches.to(self.device, torch.float32))
         b, gh, gw, d = patches.shape
         x = patches.reshape(-1, d)
-        searched = torch.nonzero(self.gaussians.valid).flatten()  # only nodes with hits are ever returned
+        searched, weights = self._searched_nodes()
         k = min(self.config.scoring.k, int(searched.numel()))
         som = BatchSOM(1, int(searched.numel()), d, self.device)
-        som.weights = self.som_weights[searched]
+        som.weights = weights
         candidates = som.nearest(x, min(k + RERANKED, int(searched.numel())))[0]
         nearest = searched[rerank(x, som.weights, candidates, k)]
         d2 = mahalanobis_to_nodes(x, nearest, self.gaussians)
