@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import somad
 from somad.export import resize_for_export
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_export import best_ms
 
 
 def main() -> int:
@@ -45,13 +49,8 @@ def main() -> int:
         worst_score = max(worst_score, abs(float(score[0]) - result.score) / abs(result.score))
     print(f"largest difference: maps {worst_map:.2g} of their range, scores {worst_score:.2g} relative")
     for batch in (1, 8):
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for start in range(0, len(images), batch):
-                compiled(np.stack(images[start : start + batch]))
-            best = min(best, time.perf_counter() - t0)
-        print(f"batch {batch}: {1000 * best / len(images):.1f} ms per image")
+        ms = best_ms(lambda chunk: compiled(np.stack(chunk)), images, batch, 3)
+        print(f"batch {batch}: {ms:.1f} ms per image")
     return 0
 
 

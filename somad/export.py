@@ -121,9 +121,10 @@ class ScoringGraph(torch.nn.Module):
             )
         extractor = model.extractor
         self.backbone = extractor.backbone.cpu().eval()
-        self.register_buffer("mean", extractor._mean.cpu())
-        self.register_buffer("std", extractor._std.cpu())
-        for i, keep in enumerate(extractor._per_stage):
+        mean, std = extractor.normalisation_tensors
+        self.register_buffer("mean", mean.cpu())
+        self.register_buffer("std", std.cpu())
+        for i, keep in enumerate(extractor.kept_channels):
             self.register_buffer(f"keep{i}", keep.cpu())
         self.finest = int(np.argmin(extractor.layout.stage_strides))
         self.head = HEADS[model.method](model.detector)

@@ -312,6 +312,16 @@ class FeatureExtractor:
         self._grid_shape: tuple[int, int] | None = None
 
     @property
+    def normalisation_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (1, 3, 1, 1) mean and standard deviation inputs are normalised with, after scaling to 0..1."""
+        return self._mean, self._std
+
+    @property
+    def kept_channels(self) -> list[torch.Tensor]:
+        """Per stage, the indices of its channels kept in the patch features (see :func:`stack_stages`)."""
+        return list(self._per_stage)
+
+    @property
     def grid_shape(self) -> tuple[int, int]:
         """Height and width of the patch grid, measured once with a forward pass (stems round differently)."""
         if self._grid_shape is None:
