@@ -68,6 +68,7 @@ from somad.model_file import describe_model, read_model_file
 from somad.option_doc import OPTION_GROUPS, OptionDoc
 from somad.outputs import check_output_file, check_output_folder, claimed, staged_folder
 from somad.progress import Monitor
+from somad.regions import Region, VerdictRule, find_regions
 from somad.results import CategoryReport, ImageRecord, ImageResult
 from somad.training import fit, fit_method
 
@@ -93,6 +94,7 @@ __all__ = [
     "ModelFileError",
     "Monitor",
     "OptionDoc",
+    "Region",
     "ResourceError",
     "Sample",
     "ScoringConfig",
@@ -101,6 +103,7 @@ __all__ = [
     "SomadError",
     "SomadModel",
     "StatisticsConfig",
+    "VerdictRule",
     "WeightsError",
     "apply_options",
     "as_rgb",
@@ -122,6 +125,7 @@ __all__ = [
     "extract_features",
     "false_reject_threshold",
     "find_categories",
+    "find_regions",
     "fit",
     "fit_method",
     "fit_options",

@@ -3,65 +3,95 @@
 Each worker loads the model once (a stateful scorer, ``map_batches`` with a callable class) and scores the same
 batches :func:`somad.model.score_paths` scores locally, with as many threads: the paths are cut into the
 model's batches on the driver, so every image keeps the company it has on the local engine and the scores are
-the same to the last digit. Rows come back in the input's order.
+the same to the last digit. Rows come back in the input's order. Workers write each image's heatmap and overlay
+(:mod:`somad.score_report`) straight into the output folder, which on a cluster must be on storage every node
+mounts at the same path; their names are chosen on the driver, and their colours depend on the model alone.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from somad.errors import ConfigError
+from somad.regions import VerdictRule
 from somad.stderr import captured_stderr
 
 
 @dataclass(frozen=True)
 class ScoredRow:
-    """One image's result: its score and defect area at the threshold, or the reason it could not be read."""
+    """One image's ``scores.csv`` row (:func:`somad.score_report.csv_row`), and why it could not be read."""
 
     path: str
-    score: float | None
-    defect_area: int | None
+    row: list
     error: str
 
 
 class _Scorer:
     """Loads the model once per worker; scores one local batch of paths a call."""
 
-    def __init__(self, model_path: str, threshold: float, threads: int):
+    def __init__(
+        self,
+        model_path: str,
+        rule: VerdictRule,
+        threads: int,
+        pictures_to: str | None,
+        colours: tuple[float, float],
+        shown_folder: str | None,
+        model_name: str,
+    ):
         import torch
 
         from somad.model import load_any_model
 
         torch.set_num_threads(threads)  # as the local engine: float sums, hence scores, depend on the threads
         self.model = load_any_model(model_path, device="auto")
-        self.threshold = threshold
+        self.rule = rule
+        self.pictures_to = pictures_to
+        self.colours = colours
+        self.shown_folder = shown_folder
+        self.model_name = model_name
 
     def __call__(self, batch: dict) -> dict:
+        import json
+
         import numpy as np
 
-        from somad.decision import defect_area
+        from somad.data import read_image
         from somad.model import score_paths
+        from somad.regions import find_regions
+        from somad.score_report import csv_row, write_pictures
 
-        out: dict[str, list] = {"index": [], "path": [], "score": [], "area": [], "error": []}
-        for index, paths in zip(batch["index"], batch["paths"], strict=True):
+        out: dict[str, list] = {"index": [], "path": [], "row": [], "error": []}
+        for index, paths, stems in zip(batch["index"], batch["paths"], batch["stems"], strict=True):
             chunk = [str(p) for p in paths]
             results, failed = score_paths(self.model, chunk)
             errors = {str(err.path): str(err) for err in failed}
-            for offset, (path, result) in enumerate(zip(chunk, results, strict=True)):
+            for offset, (path, stem, result) in enumerate(zip(chunk, stems, results, strict=True)):
                 out["index"].append(int(index) + offset)
                 out["path"].append(path)
                 if result is None:
-                    out["score"].append(float("nan"))
-                    out["area"].append(-1)
+                    out["row"].append(json.dumps(csv_row(Path(path), None, None, self.rule, self.model_name)))
                     out["error"].append(errors.get(path, "unreadable"))
                     continue
-                area = (
-                    -1 if result.anomaly_map is None else int(defect_area(result.anomaly_map, self.threshold))
-                )
-                out["score"].append(float(result.score))
-                out["area"].append(area)
+                regions = None
+                if result.anomaly_map is not None:
+                    regions = find_regions(result.anomaly_map, self.rule.pixel_level)
+                    if self.pictures_to is not None:
+                        write_pictures(
+                            Path(self.pictures_to),
+                            str(stem),
+                            read_image(path),
+                            result.anomaly_map,
+                            result.score,
+                            self.rule,
+                            self.colours,
+                            self.shown_folder,
+                        )
+                row = csv_row(Path(path), result.score, regions, self.rule, self.model_name)
+                out["row"].append(json.dumps(row))
                 out["error"].append("")
         return {key: np.asarray(value, dtype=object) for key, value in out.items()}
 
@@ -69,15 +99,20 @@ class _Scorer:
 def score_on_ray(
     model_path: str | Path,
     paths: Sequence[str | Path],
-    threshold: float,
+    rule: VerdictRule,
     batch_size: int,
     *,
     workers: int = 1,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
     address: str | None = None,
+    pictures_to: str | Path | None = None,
+    colours: tuple[float, float] = (0.0, 1.0),
+    shown_folder: str | Path | None = None,
+    model_name: str | None = None,
 ) -> list[ScoredRow]:
-    """Score ``paths`` with the model file on Ray; one row per path, in order."""
+    """Score ``paths`` with the model file on Ray; one row per path, in order. With ``pictures_to``, each
+    image's heatmap and overlay go there in ``colours`` (:func:`somad.score_report.write_pictures`)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -103,13 +138,19 @@ def score_on_ray(
                 ray,
                 model_path,
                 paths,
-                threshold,
+                rule,
                 batch_size,
                 threads,
                 workers,
                 cpus_per_worker,
                 gpus_per_worker,
                 address,
+                (
+                    None if pictures_to is None else str(pictures_to),
+                    tuple(map(float, colours)),
+                    None if shown_folder is None else str(shown_folder),
+                    str(model_path) if model_name is None else model_name,
+                ),
             )
     finally:
         for name, logger in quiet.items():
@@ -117,21 +158,28 @@ def score_on_ray(
 
 
 def _run(
-    ray, model_path, paths, threshold, batch_size, threads, workers, cpus, gpus, address
+    ray, model_path, paths, rule, batch_size, threads, workers, cpus, gpus, address, pictures
 ) -> list[ScoredRow]:
+    from somad.score_report import picture_stems
+
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
+        stems = picture_stems([Path(p) for p in paths])
         chunks = [
-            {"index": start, "paths": [str(p) for p in paths[start : start + batch_size]]}
+            {
+                "index": start,
+                "paths": [str(p) for p in paths[start : start + batch_size]],
+                "stems": stems[start : start + batch_size],
+            }
             for start in range(0, len(paths), batch_size)
         ]
         dataset = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4 * workers)))
         scored = dataset.map_batches(
             _Scorer,
-            fn_constructor_args=(str(model_path), float(threshold), threads),
+            fn_constructor_args=(str(model_path), rule, threads, *pictures),
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cpus,
@@ -141,12 +189,4 @@ def _run(
         if started:
             ray.shutdown()
     rows = sorted(scored, key=lambda r: int(r["index"]))
-    return [
-        ScoredRow(
-            str(r["path"]),
-            None if r["error"] else float(r["score"]),
-            None if r["error"] or int(r["area"]) < 0 else int(r["area"]),
-            str(r["error"]),
-        )
-        for r in rows
-    ]
+    return [ScoredRow(str(r["path"]), json.loads(r["row"]), str(r["error"])) for r in rows]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -13,15 +12,22 @@ from somad import (
     DataError,
     ModelFileError,
     SomadError,
+    VerdictRule,
     check_output_file,
     check_output_folder,
     claimed,
-    defect_area,
     describe_origin,
     staged_folder,
     threshold_to_use,
-    verdict,
     write_text_atomically,
+)
+from somad.score_report import (
+    SCORES_CSV,
+    colour_range,
+    csv_row,
+    picture_stems,
+    write_pictures,
+    write_scores_csv,
 )
 from somad_cli.common import (
     RANDOM_INIT_NOTE,
@@ -68,6 +74,7 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
 
     model = load_any_model(args.model, device=args.device)
     threshold = threshold_to_use(model.thresholds, args.threshold, hint="pass --threshold")
+    rule = VerdictRule(threshold, args.pixel_threshold, args.min_area)
     paths = image_paths(args.paths)
     inputs = [*args.paths, *paths]
     check_output_folder(args.out, overwrite=args.overwrite, inputs=inputs)
@@ -77,9 +84,9 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
         out = check_output_folder(args.out, overwrite=args.overwrite, inputs=inputs)
         with staged_folder(out, last=[SCORES_CSV]) as stage:
             if args.engine == "ray":
-                rows = _score_on_ray(stage, model, paths, threshold, args)
+                rows = _score_on_ray(stage, model, paths, rule, args)
             else:
-                rows = _score_into(stage, model, paths, threshold, args, progress)
+                rows = _score_into(stage, model, paths, rule, args, progress)
     n_ng = sum(r[2] == "NG" for r in rows)
     n_unreadable = sum(r[2] == "unreadable" for r in rows)
     print(
@@ -91,93 +98,59 @@ def cmd_score(args: argparse.Namespace, progress: TerminalProgress) -> int:
     return 0
 
 
-SCORES_CSV = "scores.csv"
-CSV_HEADER = ["file", "score", "verdict", "threshold", "defect_area_px", "model"]
-
-
-def _write_scores(folder: Path, rows: list[list]) -> None:
-    with open(folder / SCORES_CSV, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_HEADER)
-        writer.writerows(rows)
-
-
-def _score_on_ray(folder: Path, model, paths: list[Path], threshold: float, args) -> list[list]:
-    """``scores.csv`` from Ray workers (:func:`somad.distributed.score_on_ray`), row for row as the local engine."""
+def _score_on_ray(folder: Path, model, paths: list[Path], rule: VerdictRule, args) -> list[list]:
+    """Score on Ray workers (:func:`somad.distributed.score_on_ray`): the local engine's rows and pictures."""
     from somad.distributed import score_on_ray
 
     scored = score_on_ray(
         args.model,
         paths,
-        threshold,
+        rule,
         model.config.features.batch_size,
         workers=args.workers,
         address=args.address,
+        pictures_to=None if args.no_pictures else folder,
+        colours=colour_range(model.training_summary, rule.threshold),
+        shown_folder=args.out,
+        model_name=args.model,
     )
     rows = []
     for path, row in zip(paths, scored, strict=True):
-        if row.score is None:
+        if row.error:
+            err = DataError(path, row.error.split(": ", 1)[-1])
             if args.strict:
-                raise DataError(path, row.error.split(": ", 1)[-1])
-            warn(DataError(path, row.error.split(": ", 1)[-1]))
-            rows.append([str(path), "", "unreadable", f"{threshold:.6g}", "", args.model])
-            continue
-        area = "" if row.defect_area is None else row.defect_area
-        rows.append(
-            [
-                str(path),
-                f"{row.score:.6g}",
-                verdict(row.score, threshold),
-                f"{threshold:.6g}",
-                area,
-                args.model,
-            ]
-        )
+                raise err
+            warn(err)
+        rows.append(row.row)
     if not any(r[2] != "unreadable" for r in rows):
         raise DataError(None, f"none of the {len(paths)} images could be read (see the warnings above)")
-    _write_scores(folder, rows)
+    write_scores_csv(folder, rows)
     return rows
 
 
-def _score_into(folder: Path, model, paths: list[Path], threshold: float, args, progress) -> list[list]:
+def _score_into(folder: Path, model, paths: list[Path], rule: VerdictRule, args, progress) -> list[list]:
     """Score ``paths`` and write their heatmaps, overlays and ``scores.csv`` into ``folder``; the CSV's rows."""
-    import cv2
-
-    from somad import read_image, render, score_paths
+    from somad import find_regions, read_image, score_paths
 
     strict = args.strict or len(paths) == 1  # one image: its problem is the one line
     results, _errors = score_paths(model, paths, progress=progress, strict=strict, on_error=warn)
     progress.close()
-    scores = [r.score for r in results if r is not None]
-    if not scores:
+    if not any(r is not None for r in results):
         raise DataError(None, f"none of the {len(paths)} images could be read (see the warnings above)")
-    vmin = model.training_summary.get("train_score_mean", min(scores, default=0.0))
-    vmax = max(threshold * 1.5, max(scores, default=threshold))
-    used: set[str] = set()
+    colours = colour_range(model.training_summary, rule.threshold)
     rows = []
-    for path, result in zip(paths, results, strict=True):
+    for path, stem, result in zip(paths, picture_stems(paths), results, strict=True):
         if result is None:
-            rows.append([str(path), "", "unreadable", f"{threshold:.6g}", "", args.model])
+            rows.append(csv_row(path, None, None, rule, args.model))
             continue
-        stem = path.stem
-        while stem in used:
-            stem = f"{path.parent.name}_{stem}"
-        used.add(stem)
-        verdict_text = verdict(result.score, threshold)
-        if result.anomaly_map is None:  # image-level detector: a score, no map
-            rows.append([str(path), f"{result.score:.6g}", verdict_text, f"{threshold:.6g}", "", args.model])
-            continue
-        image = read_image(path)
-        heat = render.heatmap_rgb(result.anomaly_map, vmin, vmax)
-        caption = f"{verdict_text}  score {result.score:.2f}  threshold {threshold:.2f}"
-        overlay = render.annotate(image, result.anomaly_map, threshold, vmin=vmin, vmax=vmax, caption=caption)
-        for kind, picture in (("heatmap", heat), ("overlay", overlay)):
-            name = folder / f"{stem}_{kind}.png"
-            if not cv2.imwrite(str(name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-                raise DataError(Path(args.out) / name.name, "cannot write the image (disk full?)")
-        area = defect_area(result.anomaly_map, threshold)
-        rows.append([str(path), f"{result.score:.6g}", verdict_text, f"{threshold:.6g}", area, args.model])
-    _write_scores(folder, rows)
+        regions = None
+        if result.anomaly_map is not None:
+            regions = find_regions(result.anomaly_map, rule.pixel_level)
+            if not args.no_pictures:
+                image = read_image(path)
+                write_pictures(folder, stem, image, result.anomaly_map, result.score, rule, colours, args.out)
+        rows.append(csv_row(path, result.score, regions, rule, args.model))
+    write_scores_csv(folder, rows)
     return rows
 
 

@@ -31,13 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     p.add_argument("--threshold", type=float, help="raw score threshold (default: the model's)")
+    p.add_argument(
+        "--pixel-threshold",
+        type=float,
+        help="threshold of the defect regions and contours (default: --threshold)",
+    )
+    p.add_argument(
+        "--min-area",
+        type=int,
+        default=0,
+        help="NG needs a defect region of at least this many pixels (default 0)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--strict", action="store_true")
     p.add_argument(
         "--engine",
         choices=["local", "ray"],
         default="local",
-        help="ray: score on Ray Data workers (scores.csv only; a local Ray unless --address)",
+        help="ray: score on Ray Data workers (a local Ray unless --address)",
+    )
+    p.add_argument(
+        "--no-pictures", action="store_true", help="write scores.csv only, no heatmaps or overlays"
     )
     p.add_argument("--workers", type=int, default=1, help="Ray workers (each loads the model once)")
     p.add_argument("--address", help="address of an existing Ray cluster")

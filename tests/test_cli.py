@@ -127,7 +127,8 @@ def test_score_writes_csv_and_pictures(cli_model, demo_root, tmp_path, capsys):
     assert rc == 0
     assert "scored 12 images" in printed
     rows = _csv_rows(out / "scores.csv")
-    assert rows[0] == ["file", "score", "verdict", "threshold", "defect_area_px", "model"]
+    assert rows[0][:6] == ["file", "score", "verdict", "threshold", "defect_area_px", "model"]
+    assert rows[0][6:] == ["regions", "largest_region_px", "region_boxes", "pixel_threshold", "min_area_px"]
     assert len(rows) == 13
     meta_threshold = None
     for row in rows[1:]:
@@ -136,6 +137,10 @@ def test_score_writes_csv_and_pictures(cli_model, demo_root, tmp_path, capsys):
         assert (float(row[1]) >= float(row[3])) == (row[2] == "NG")
         assert int(row[4]) >= 0 and (int(row[4]) > 0) == (row[2] == "NG")
         assert row[5] == str(cli_model[0])
+        boxes = [b for b in row[8].split(";") if b]
+        assert int(row[6]) == len(boxes) and (int(row[6]) > 0) == (row[2] == "NG")
+        assert int(row[7]) <= int(row[4]) and (int(row[6]) != 1 or int(row[7]) == int(row[4]))
+        assert row[9] == row[3] and row[10] == "0"
         meta_threshold = meta_threshold or row[3]
         assert row[3] == meta_threshold  # one threshold for every image
     overlays = sorted(out.glob("*_overlay.png"))
@@ -143,6 +148,55 @@ def test_score_writes_csv_and_pictures(cli_model, demo_root, tmp_path, capsys):
     assert len(overlays) == len(heatmaps) == 12  # same file names in good/, scratch/, spot/ do not collide
     image = cv2.imread(str(overlays[0]))
     assert image is not None and image.shape == (96, 96, 3)
+
+
+def test_minimum_area_turns_small_defects_ok(cli_model, demo_root, tmp_path, capsys):
+    out = tmp_path / "plain"
+    assert main(["score", str(cli_model[0]), str(demo_root / "test"), "--out", str(out)]) == 0
+    plain = {r[0]: r for r in _csv_rows(out / "scores.csv")[1:]}
+    largest = sorted(int(r[7]) for r in plain.values() if r[2] == "NG")
+    cut = largest[len(largest) // 2]  # a minimum area that keeps about half of the NG images
+    out = tmp_path / "filtered"
+    assert (
+        main(["score", str(cli_model[0]), str(demo_root / "test"), "--out", str(out), "--min-area", str(cut)])
+        == 0
+    )
+    for row in _csv_rows(out / "scores.csv")[1:]:
+        before = plain[row[0]]
+        assert row[1] == before[1] and row[10] == str(cut)  # the same scores; only the verdict moves
+        assert row[2] == ("NG" if before[2] == "NG" and int(before[7]) >= cut else "OK")
+    assert any(plain[r[0]][2] == "NG" and r[2] == "OK" for r in _csv_rows(out / "scores.csv")[1:])
+    rc = main(
+        [
+            "score",
+            str(cli_model[0]),
+            str(demo_root / "test"),
+            "--out",
+            str(tmp_path / "x"),
+            "--min-area",
+            "-3",
+        ]
+    )
+    assert rc == 2 and "minimum defect area" in capsys.readouterr().err
+
+
+def test_pictures_do_not_depend_on_the_other_images_of_the_run(cli_model, demo_root, tmp_path):
+    model = cli_model[0]
+    images = sorted((demo_root / "test").rglob("*.png"))
+    assert main(["score", str(model), str(images[0]), "--out", str(tmp_path / "one")]) == 0
+    assert main(["score", str(model), *map(str, images), "--out", str(tmp_path / "all")]) == 0
+    assert (
+        main(["score", str(model), *map(str, images), "--out", str(tmp_path / "bare"), "--no-pictures"]) == 0
+    )
+    for kind in (
+        "heatmap",
+        "overlay",
+    ):  # alone or in a batch: scores agree to 1e-6, colours to a level or two
+        name = f"{images[0].stem}_{kind}.png"
+        one = cv2.imread(str(tmp_path / "one" / name)).astype(int)
+        every = cv2.imread(str(tmp_path / "all" / name)).astype(int)
+        assert np.abs(one - every).max() <= 8 and np.mean(one != every) < 0.01
+    assert [p.name for p in (tmp_path / "bare").iterdir()] == ["scores.csv"]
 
 
 def test_score_with_explicit_threshold_and_a_non_square_image(cli_model, tmp_path, capsys):

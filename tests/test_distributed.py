@@ -40,7 +40,11 @@ def test_ray_engine_writes_the_local_engines_scores_csv(demo_root, tmp_path, cap
     assert [line for line in err.splitlines() if line.strip()] == [
         f"somad: warning: {tmp_path / 'broken.png'}: cannot decode image (corrupt, truncated or unsupported format)"
     ]  # Ray's own logging stays off the terminal
-    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["scores.csv"]
+    local_files = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == local_files
+    assert len(local_files) == 1 + 2 * len(list((demo_root / "test").rglob("*.png")))
+    for name in local_files:  # the same pictures, byte for byte: the colours are the model's, not the run's
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
 
 
 def test_ray_engine_refuses_no_workers(demo_root, tmp_path, capsys):

@@ -140,3 +140,12 @@ def test_heatmap_rgb_spans_the_colormap():
     np.testing.assert_array_equal(
         render.heatmap_rgb(amap - 5, 0.0, 1.0), render.heatmap_rgb(amap * 0, 0.0, 1.0)
     )
+
+
+def test_colour_range_puts_the_threshold_mid_scale():
+    from somad.score_report import colour_range
+
+    assert colour_range({"train_score_mean": 2.0}, 5.0) == (2.0, 8.0)
+    low, high = colour_range({"train_score_mean": 6.0}, 5.0)  # threshold under the good mean: still around it
+    assert low < 5.0 < high and (low + high) / 2 == 5.0
+    assert colour_range({}, 3.0) == (0.0, 6.0)
