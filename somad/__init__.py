@@ -9,7 +9,7 @@ Importing this package never imports Qt. Typical use::
     model.save("bottle.somad")
 """
 
-from somad import bench, defects, export, metrics, render
+from somad import bench, defects, export, metrics, regions, render, score_report
 from somad.atomic import write_atomically, write_bytes_atomically, write_text_atomically
 from somad.bundled_weights import BUNDLED_PACKAGES, describe_origin
 from somad.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
@@ -22,6 +22,7 @@ from somad.data import (
     list_images,
     load_images,
     open_dataset,
+    open_inspection,
     read_image,
     read_mask,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "metrics",
     "model_metadata",
     "open_dataset",
+    "open_inspection",
     "parse_layers",
     "pixel_metrics",
     "prepare_backbone_library",
@@ -147,9 +149,11 @@ __all__ = [
     "read_model_file",
     "read_option",
     "reduce_map",
+    "regions",
     "render",
     "resolve_device",
     "score_paths",
+    "score_report",
     "staged_folder",
     "starting_threshold",
     "store_thresholds",

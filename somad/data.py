@@ -59,7 +59,7 @@ class Dataset:
     root: Path
     train: list[Sample]
     test: list[Sample]
-    layout: Literal["mvtec", "folder"]
+    layout: Literal["mvtec", "folder", "inspection"]
 
     @property
     def defect_types(self) -> list[str]:
@@ -214,6 +214,14 @@ def open_dataset(path: str | Path, test_path: str | Path | None = None) -> Datas
     if test_path is not None:
         test = typed_images(test_path)
     return Dataset(folder.name, folder, train, test, layout)
+
+
+def open_inspection(path: str | Path) -> Dataset:
+    """A folder of new parts to inspect with a fitted model: every image in it and its sub-folders is an
+    unlabelled test image, none a training image. An empty folder is allowed (a watched folder fills later)."""
+    folder = _existing_folder(path)
+    test = [Sample(p, "test", UNLABELLED) for p in list_images(folder, recursive=True)]
+    return Dataset(folder.name, folder, [], test, "inspection")
 
 
 _ORIENTATION_TAG = 0x0112

@@ -206,6 +206,21 @@ class FittedModel:
         monitor.step("scoring", len(images), len(images))
         return results
 
+    def update(
+        self,
+        images: Sequence[str | Path],
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+        strict: bool = False,
+        on_error=None,
+    ) -> FittedModel:
+        """A new model that also knows the good images ``images`` (SOMAD only; :func:`somad.update.update_model`):
+        the SOM continued from its weights, node statistics merged; this model is left as it was."""
+        from somad.update import update_model
+
+        return update_model(self, images, progress=progress, cancel=cancel, strict=strict, on_error=on_error)
+
     def time_stages(self, images: Sequence[np.ndarray]) -> dict[str, float]:
         """Seconds per image spent in the backbone and in the scoring head, for benchmarks."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)

@@ -1,5 +1,5 @@
 """The ``somad`` command line: ``fit`` (SOMAD or any method of :data:`somad.methods.METHODS`), ``score``,
-``eval``, ``info``, ``bench``, ``cluster``, ``export`` and ``check-export``.
+``eval``, ``info``, ``bench``, ``cluster``, ``export``, ``check-export`` and ``update``.
 
 Bad input ends with exit status 2 and one line on stderr naming the file and the problem; a cancelled run
 (Ctrl-C) ends with status 130 and writes nothing.
@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from somad_cli import bench, cluster, export
+from somad_cli import bench, cluster, export, update
 from somad_cli.commands import cmd_eval, cmd_fit, cmd_info, cmd_score
 from somad_cli.common import Parser, add_fit_options, add_method_options, run_command
 
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.register(sub)
     cluster.register(sub)
     export.register(sub)
+    update.register(sub)
     return parser
 
 

@@ -96,3 +96,42 @@ def show_model_details(
     dialog.setModal(False)
     dialog.show()
     return dialog
+
+
+KEEP = "keep"
+UNLOAD = "unload"
+SAVE = "save"
+DISCARD = "discard"
+
+
+def ask_keep_model(parent: QtWidgets.QWidget | None, trained_on: str, dataset: str) -> str:
+    """A model fitted on ``trained_on`` is loaded and ``dataset`` opens: ``KEEP`` it or ``UNLOAD`` it."""
+    box = QtWidgets.QMessageBox(parent)
+    box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+    box.setWindowTitle("Keep the model?")
+    box.setText(f"The loaded model was fitted on “{trained_on}”, not on “{dataset}”.")
+    box.setInformativeText(
+        "Its scores of other parts are rarely meaningful. Keep it to score these images anyway, or unload it "
+        "and fit or load a model for them?"
+    )
+    keep = box.addButton("Keep and score", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+    unload = box.addButton("Unload the model", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(unload)
+    box.exec()
+    return KEEP if box.clickedButton() is keep else UNLOAD
+
+
+def ask_unsaved_model(parent: QtWidgets.QWidget | None, reason: str) -> str:
+    """The model was never saved and is about to go (``reason``): ``SAVE``, ``DISCARD`` or ``CANCEL``."""
+    box = QtWidgets.QMessageBox(parent)
+    box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+    box.setWindowTitle("Unsaved model")
+    box.setText("The current model has not been saved.")
+    box.setInformativeText(f"Save it before you {reason}? Without saving, its fit is lost.")
+    save = box.addButton("Save…", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+    discard = box.addButton("Discard", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+    box.addButton(QtWidgets.QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(save)
+    box.exec()
+    clicked = box.clickedButton()
+    return SAVE if clicked is save else DISCARD if clicked is discard else CANCEL

@@ -11,10 +11,12 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 import somad
 from somad_gui import app as app_module
-from somad_gui import dialogs
+from somad_gui import dialogs, menus
 from somad_gui.browser.widget import BrowserWidget
 from somad_gui.defect_types import DefectTypesDock
 from somad_gui.export.controller import BatchExportDialog, Exporter, resolve_targets
+from somad_gui.inspection import Inspection
+from somad_gui.regions.widget import RegionsPanel
 from somad_gui.session import ERROR, Session, method_label
 from somad_gui.som_panes.widget import SomPanesWidget
 from somad_gui.threshold.widget import ThresholdPanel
@@ -49,7 +51,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.training = TrainingPanel(self.session)
         self.som = SomPanesWidget(self.session)
         self.threshold = ThresholdPanel(self.session)
+        self.regions = RegionsPanel(self.session)
         self.exporter = Exporter(self.session, self.viewer, self)
+        self.inspection = Inspection(self.session, self)
+        self.session.may_replace_model = self.may_replace_model
+        self.session.keep_model_for = self.keep_model_for
 
         self.browser_dock = self._dock("Dataset", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
         self.som_dock = self._dock("SOM", self.som, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
@@ -63,6 +69,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.defect_types_dock = DefectTypesDock(self, jobs=self.session.jobs)
         self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, self.defect_types_dock)
         self.tabifyDockWidget(self.threshold_dock, self.defect_types_dock)
+        self.regions_dock = self._dock("Regions", self.regions, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.threshold_dock, self.regions_dock)
         self.threshold_dock.raise_()
         self.som_dock.raise_()
         # The threshold dock spans the whole width under the browser, viewer and SOM panes.
@@ -70,7 +78,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setCorner(QtCore.Qt.Corner.BottomRightCorner, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
 
         self._build_status_bar()
-        self._build_menus()
+        menus.build(self)
+        self._refresh_recent_menu()
 
         self.viewer.patchHovered.connect(self.som.highlight_nodes)
         self.som.nodeClicked.connect(self.viewer.highlight_node)
@@ -88,6 +97,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.defect_types_dock.image_selected.connect(self.show_image_path)
         s.jobs.jobStarted.connect(self._job_started)
         s.jobs.busyChanged.connect(self._busy_changed)
+        self.inspection.watchingChanged.connect(self._watching_changed)
+        self.inspection.tallyChanged.connect(self._tally_changed)
+        s.datasetChanged.connect(lambda: self._tally_changed(None))
         s.fitFinished.connect(lambda _m: self.browser_dock.raise_())
 
         self.resize(1600, 1000)
@@ -155,79 +167,72 @@ class MainWindow(QtWidgets.QMainWindow):
             "The backbone was not pretrained: the pipeline runs end to end, but scores are not the paper's"
         )
         self.random_init_label.hide()
+        self.tally_label = QtWidgets.QLabel("")
+        self.tally_label.setStyleSheet("font-weight: bold; padding: 0 6px;")
+        self.tally_label.hide()
         bar.addPermanentWidget(self.job_label)
+        bar.addPermanentWidget(self.tally_label)
         bar.addPermanentWidget(self.model_label)
         bar.addPermanentWidget(self.random_init_label)
 
-    def _action(
-        self, menu: QtWidgets.QMenu, text: str, slot, shortcut: str | None = None, tip: str = ""
-    ) -> QtGui.QAction:
-        action = QtGui.QAction(text, self)
-        if shortcut:
-            action.setShortcut(QtGui.QKeySequence(shortcut))
-        if tip:
-            action.setStatusTip(tip)
-            action.setToolTip(tip)
-        action.triggered.connect(lambda _checked=False: slot())
-        menu.addAction(action)
-        return action
+    # -- inspecting new parts ---------------------------------------------------------------------------------
+    def inspect_folder_dialog(self, path: str | Path | None = None):
+        """Open a folder of new, unlabelled images and score it with the loaded model."""
+        if self.session.model is None:
+            self.session.error("Load or fit a model first: inspecting scores new images with it")
+            return None
+        if path is None:
+            start = str(self.session.dataset_path or Path.home())
+            path = dialogs.get_existing_directory(self, "Inspect a folder of new images", start)
+            if path is None:
+                return None
+        return self.session.inspect_folder(path)
 
-    def _build_menus(self) -> None:
-        mb = self.menuBar()
-        file_menu = mb.addMenu("&File")
-        self.open_action = self._action(
-            file_menu, "&Open dataset folder…", self.open_dataset_dialog, "Ctrl+O"
-        )
-        self.recent_menu = file_menu.addMenu("Open &recent")
-        self._action(file_menu, "Open the &demo set", self.open_demo, tip="The built-in synthetic set")
-        file_menu.addSeparator()
-        self.load_action = self._action(file_menu, "&Load model…", self.load_model_dialog, "Ctrl+L")
-        self.save_action = self._action(file_menu, "&Save model…", self.save_model_dialog, "Ctrl+S")
-        file_menu.addSeparator()
-        self.export_action = self._action(
-            file_menu,
-            "&Export current view…",
-            self.exporter.export_current,
-            "Ctrl+E",
-            "Annotated PNG at the image's own resolution",
-        )
-        self.figure_action = self._action(
-            file_menu, "Export &4-panel figure…", self.exporter.export_figure, "Ctrl+Shift+E"
-        )
-        self.batch_action = self._action(file_menu, "&Batch export…", self.batch_export_dialog, "Ctrl+B")
-        file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, "Ctrl+Q")
+    def set_watching(self, on: bool) -> None:
+        if on != self.inspection.watching and not self.inspection.watch(on):
+            self.watch_action.setChecked(False)
 
-        view_menu = mb.addMenu("&View")
-        self.quad_action = QtGui.QAction("&4-panel mode", self, checkable=True)
-        self.quad_action.setShortcut(QtGui.QKeySequence("F4"))
-        self.quad_action.toggled.connect(self.viewer.set_four_panel)
-        self.viewer.modeChanged.connect(self.quad_action.setChecked)
-        view_menu.addAction(self.quad_action)
-        self.gt_action = QtGui.QAction("&Ground-truth outline", self, checkable=True, checked=True)
-        self.gt_action.toggled.connect(self.viewer.gt_check.setChecked)
-        self.viewer.gt_check.toggled.connect(self.gt_action.setChecked)
-        view_menu.addAction(self.gt_action)
-        self._action(view_menu, "&Fit view", self.viewer.reset_view, "Ctrl+0")
-        view_menu.addSeparator()
-        for dock in (self.browser_dock, self.training_dock, self.som_dock, self.threshold_dock):
-            view_menu.addAction(dock.toggleViewAction())
+    def _watching_changed(self, on: bool) -> None:
+        self.watch_action.blockSignals(True)
+        self.watch_action.setChecked(on)
+        self.watch_action.blockSignals(False)
+        self._tally_changed(self.session.store.counts() if self.session.inspecting else None)
 
-        model_menu = mb.addMenu("&Model")
-        self.fit_action = self._action(model_menu, "&Fit", self.training.start_fit, "Ctrl+R")
-        self._action(model_menu, "&Cancel", self.training.cancel)
-        self._action(model_menu, "&Score test images again", self.session.score_dataset)
-        self.details_action = self._action(
-            model_menu,
-            "Model &details…",
-            self.show_model_details,
-            "Ctrl+I",
-            tip="Method, backbone, weights, settings, thresholds and training of the current model",
-        )
+    def _tally_changed(self, counts: dict | None) -> None:
+        if counts is None or not self.session.inspecting:
+            self.tally_label.hide()
+            return
+        watching = "● watching  " if self.inspection.watching else ""
+        text = f"{watching}OK {counts['ok']} · NG {counts['ng']}"
+        if counts["errors"]:
+            text += f" · {counts['errors']} unreadable"
+        self.tally_label.setText(text)
+        self.tally_label.show()
 
-        help_menu = mb.addMenu("&Help")
-        self._action(help_menu, "&About", self._about)
-        self._refresh_recent_menu()
+    def add_good_parts(self):
+        """Update the model with the images selected in the browser as good parts."""
+        return self.session.add_good_parts(self.browser.selected_entries())
+
+    # -- model questions --------------------------------------------------------------------------------------
+    def keep_model_for(self, trained_on: str, dataset: str) -> bool:
+        return dialogs.ask_keep_model(self, trained_on, dataset) == dialogs.KEEP
+
+    def may_replace_model(self, reason: str) -> bool:
+        """Ask before an unsaved model goes: save it (waiting for the save), discard it, or stay."""
+        choice = dialogs.ask_unsaved_model(self, reason)
+        if choice == dialogs.DISCARD:
+            return True
+        if choice != dialogs.SAVE:
+            return False
+        job = self.save_model_dialog()
+        if job is None:
+            return False
+        outcome: list[bool] = []
+        loop = QtCore.QEventLoop()
+        job.succeeded.connect(lambda _p: outcome.append(True))
+        job.finished.connect(loop.quit)
+        loop.exec()  # the window stays responsive while the worker writes the file
+        return bool(outcome)
 
     # -- datasets ---------------------------------------------------------------------------------------------
     def open_dataset_dialog(self) -> None:
@@ -353,12 +358,17 @@ class MainWindow(QtWidgets.QMainWindow):
                 what = f"SOMAD, SOM {rows}×{cols}"
             else:
                 what = method_label(model) + ("" if model.gives_maps else " (image scores only)")
-            self.model_label.setText(f"{name}: {what}, {cfg.features.backbone}")
+            trained_on = self.session.model_training_set()
+            fitted = f", fitted on {trained_on}" if trained_on else ""
+            unsaved = " (not saved)" if self.session.model_unsaved else ""
+            self.model_label.setText(f"{name}{unsaved}: {what}, {cfg.features.backbone}{fitted}")
             self.model_label.setToolTip(str(getattr(model, "weights_origin", "")))
         self.random_init_label.setVisible(self.session.random_init)
         has_model = model is not None
         self.save_action.setEnabled(has_model)
         self.details_action.setEnabled(has_model)
+        self.inspect_action.setEnabled(has_model)
+        self.add_good_action.setEnabled(self.session.has_som)
         has_results = self.session.store.has_results
         for action in (self.export_action, self.figure_action, self.batch_action):
             action.setEnabled(has_results)
@@ -409,8 +419,11 @@ class MainWindow(QtWidgets.QMainWindow):
             event.acceptProposedAction()
 
     def open_path(self, path: Path):
-        """A dropped or command-line path: a folder opens as a dataset, a .somad file loads as a model."""
+        """A dropped or command-line path: a folder opens as a dataset (as new images to inspect when a model is
+        loaded and the folder has no training images of its own), a .somad file loads as a model."""
         if path.is_dir():
+            if self.session.model is not None and not (path / "train").is_dir():
+                return self.session.inspect_folder(path)
             return self.open_dataset(path)
         if path.suffix == ".somad":
             return self.load_model_dialog(path)
@@ -439,6 +452,10 @@ class MainWindow(QtWidgets.QMainWindow):
                 QtCore.QTimer.singleShot(0, self.default_dock_sizes)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        if not self.session.confirm_replace("close the window"):
+            event.ignore()
+            return
+        self.inspection.watch(False)
         if self.session.jobs.is_busy():
             self.statusBar().showMessage("Cancelling background work…")
         self.session.shutdown()

@@ -17,6 +17,7 @@ import numpy as np
 from PySide6 import QtCore
 
 import somad
+from somad_gui import work
 from somad_gui.scoring import RunMetrics, ScoringRun, score_entries
 from somad_gui.store import ResultStore
 from somad_gui.workers import Job, JobRunner
@@ -28,61 +29,6 @@ WARNING = "warning"
 ERROR = "error"
 
 
-def _open_dataset_work(
-    path: Path, test_path: Path | None, *, progress=None, cancel=None
-) -> tuple[Any, list[Path]]:
-    """Open a category folder, or the first category under a root of several (listed in the second item)."""
-    try:
-        return somad.open_dataset(path, test_path), []
-    except somad.SomadError as first:
-        try:
-            categories = list(somad.find_categories(path))
-        except somad.SomadError:
-            categories = []
-        if not categories:
-            raise first from None
-        return somad.open_dataset(categories[0]), categories
-
-
-def _demo_work(cache: Path, *, progress=None, cancel=None) -> Any:
-    cache.mkdir(parents=True, exist_ok=True)
-    if progress is not None:
-        progress("demo set", 0, 1)
-    root = somad.make_demo_dataset(cache)
-    if progress is not None:
-        progress("demo set", 1, 1)
-    return somad.open_dataset(root)
-
-
-def _fit_work(
-    train: Any,
-    config: Any,
-    method: str,
-    options: dict[str, Any] | None,
-    save_to: Path | None,
-    *,
-    progress=None,
-    cancel=None,
-) -> Any:
-    model = somad.fit(train, config, method=method, options=options, progress=progress, cancel=cancel)
-    if save_to is not None:
-        if cancel is not None and cancel():
-            raise somad.Cancelled("cancelled by the user")
-        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
-        model.save(save_to)
-    return model
-
-
-def _load_work(path: Path, *, progress=None, cancel=None) -> Any:
-    return somad.load_any_model(path)
-
-
-def _save_work(model: Any, path: Path, *, progress=None, cancel=None) -> Path:
-    with somad.claimed(path):  # not while a command writes the same file
-        model.save(path)
-    return path
-
-
 def method_label(model: Any) -> str:
     """The method's display name of a fitted model ("SOMAD", "PaDiM", "Local Outlier Factor", ...)."""
     return str(getattr(model, "label", "SOMAD"))
@@ -90,9 +36,11 @@ def method_label(model: Any) -> str:
 
 class Session(QtCore.QObject):
     datasetChanged = QtCore.Signal()
+    entriesAdded = QtCore.Signal(int)  # images appended to the open folder (a watched folder's new files)
     modelChanged = QtCore.Signal()
     resultsChanged = QtCore.Signal()
     thresholdChanged = QtCore.Signal(float)
+    ruleChanged = QtCore.Signal()  # the pixel threshold or the minimum defect area
     verdictsChanged = QtCore.Signal(object)  # numpy array of entry indices whose verdict changed
     currentChanged = QtCore.Signal(int)
     message = QtCore.Signal(str, str)  # level, text
@@ -114,6 +62,14 @@ class Session(QtCore.QObject):
         self.current = -1
         self.demo_cache: Path | None = None
         self._scoring_job: Job | None = None
+        #: True while the model was fitted or updated here and not saved since.
+        self.model_unsaved = False
+        #: ``may_replace_model(reason) -> bool``: asked before an unsaved model is replaced (the window asks
+        #: the user); ``None`` replaces it.
+        self.may_replace_model: Callable[[str], bool] | None = None
+        #: ``keep_model_for(model_set, dataset) -> bool``: asked when a dataset opens while a model of another
+        #: training set is loaded; ``None`` keeps it.
+        self.keep_model_for: Callable[[str, str], bool] | None = None
 
     # -- messages ---------------------------------------------------------------------------------------------
     def info(self, text: str) -> None:
@@ -129,10 +85,32 @@ class Session(QtCore.QObject):
     def open_dataset(self, path: str | Path, test_path: str | Path | None = None) -> Job:
         path = Path(path)
         test = None if test_path is None else Path(test_path)
-        job = self.jobs.start("dataset", partial(_open_dataset_work, path, test), f"Opening {path}")
+        job = self.jobs.start("dataset", partial(work.open_dataset, path, test), f"Opening {path}")
         job.succeeded.connect(lambda res: self._dataset_opened(res[0], path, res[1]))
         job.failed.connect(lambda msg: self.error(f"Cannot open dataset: {msg}"))
         return job
+
+    def inspect_folder(self, path: str | Path) -> Job | None:
+        """Open a folder of new, unlabelled images and score it with the loaded model."""
+        if self.model is None:
+            self.error("Load or fit a model first: inspecting scores new images with it")
+            return None
+        path = Path(path)
+        job = self.jobs.start("dataset", partial(work.open_inspection, path), f"Opening {path}")
+        job.succeeded.connect(lambda ds: self.set_dataset(ds, path=path, categories=[]))
+        job.failed.connect(lambda msg: self.error(f"Cannot open the folder: {msg}"))
+        return job
+
+    @property
+    def inspecting(self) -> bool:
+        """True when the open dataset is a folder of new images (no training set)."""
+        return self.dataset is not None and getattr(self.dataset, "layout", "") == "inspection"
+
+    def model_training_set(self) -> str | None:
+        """The name of the image set the loaded model was fitted on, when it says."""
+        summary = getattr(self.model, "training_summary", None) or {}
+        name = summary.get("category")
+        return str(name) if name else None
 
     def _dataset_opened(self, dataset: Any, path: Path, categories: list[Path]) -> None:
         if not categories and Path(dataset.root) in {Path(c) for c in self.categories}:
@@ -149,9 +127,11 @@ class Session(QtCore.QObject):
         self.dataset_path = Path(path) if path is not None else Path(dataset.root)
         if categories is not None:
             self.categories = list(categories)
+        rule = (self.store.pixel_threshold, self.store.min_area)
         self.store = ResultStore.from_dataset(dataset)
         self.metrics = RunMetrics()
         self.current = -1
+        self.store.set_rule(*rule)
         self.store.set_threshold(self.threshold)
         n_train, n_test = len(dataset.train), len(dataset.test)
         self.info(f"Opened {dataset.name}: {n_train} training and {n_test} test images ({self.dataset_path})")
@@ -163,8 +143,37 @@ class Session(QtCore.QObject):
             self.warn(f"{dataset.name}: no training images: load a model to score the test images")
         self.datasetChanged.emit()
         self.currentChanged.emit(-1)
+        if self.model is not None and not self._keep_model_for(dataset):
+            self.unload_model()
         if self.model is not None:
             self.score_dataset()
+
+    def _keep_model_for(self, dataset: Any) -> bool:
+        """Ask whether a model of another training set stays for ``dataset`` (not for new images to inspect)."""
+        trained_on = self.model_training_set()
+        if getattr(dataset, "layout", "") == "inspection" or trained_on in (None, dataset.name):
+            return True
+        if self.keep_model_for is not None and not self.keep_model_for(trained_on, dataset.name):
+            return False
+        self.warn(f"Scoring {dataset.name} with a model fitted on {trained_on}")
+        return True
+
+    def unload_model(self) -> None:
+        """No model (asks first when it is unsaved)."""
+        if self.model is None or not self.confirm_replace("unload it"):
+            return
+        self.jobs.cancel("score")
+        self.model, self.model_path, self.model_unsaved = None, None, False
+        self.store.clear_results()
+        self.metrics = RunMetrics()
+        self.modelChanged.emit()
+        self.resultsChanged.emit()
+
+    def confirm_replace(self, reason: str) -> bool:
+        """True when the current model may go: it is saved, or the user lets it (``may_replace_model``)."""
+        if self.model is None or not self.model_unsaved or self.may_replace_model is None:
+            return True
+        return bool(self.may_replace_model(reason))
 
     def entry_count(self) -> int:
         return len(self.store)
@@ -185,13 +194,15 @@ class Session(QtCore.QObject):
         if self.jobs.is_busy("fit"):
             self.warn("A fit is already running")
             return None
+        if not self.confirm_replace("fit a new one"):
+            return None
         self.jobs.cancel("score")
         train = self.dataset
         target = None if save_to is None else Path(save_to)
         label = somad.METHODS[method].label if method in somad.METHODS else method
         job = self.jobs.start(
             "fit",
-            partial(_fit_work, train, config, method, options, target),
+            partial(work.fit_model, train, config, method, options, target),
             f"Fitting {label} on {self.dataset.name}",
         )
         job.succeeded.connect(lambda model: self._fitted(model, target))
@@ -201,8 +212,8 @@ class Session(QtCore.QObject):
         return job
 
     def _fitted(self, model: Any, path: Path | None) -> None:
-        self.info("Fit finished" + (f"; model saved to {path}" if path else ""))
-        self.set_model(model, path)
+        self.info("Fit finished" + (f"; model saved to {path}" if path else "; not saved yet"))
+        self.set_model(model, path, unsaved=path is None)
         self.fitFinished.emit(model)
 
     def load_model(
@@ -210,11 +221,13 @@ class Session(QtCore.QObject):
         path: str | Path,
         on_failure: Callable[[str], None] | None = None,
         check: Callable[[Any], str | None] | None = None,
-    ) -> Job:
+    ) -> Job | None:
         """Load a model file in the worker; ``check(model)`` may name a reason to refuse it (then
         ``on_failure`` gets that reason)."""
         path = Path(path)
         fail = on_failure or (lambda msg: self.error(f"Cannot load model: {msg}"))
+        if not self.confirm_replace("load another"):
+            return None
 
         def loaded(model: Any) -> None:
             reason = check(model) if check is not None else None
@@ -223,7 +236,7 @@ class Session(QtCore.QObject):
             else:
                 self._loaded(model, path)
 
-        job = self.jobs.start("load", partial(_load_work, path), f"Loading {path}")
+        job = self.jobs.start("load", partial(work.load_model, path), f"Loading {path}")
         job.succeeded.connect(loaded)
         job.failed.connect(fail)
         return job
@@ -237,20 +250,22 @@ class Session(QtCore.QObject):
             self.error("No model to save: fit or load one first")
             return None
         path = Path(path)
-        job = self.jobs.start("save", partial(_save_work, self.model, path), f"Saving {path}")
+        job = self.jobs.start("save", partial(work.save_model, self.model, path), f"Saving {path}")
         job.succeeded.connect(lambda p: self._saved(Path(p)))
         job.failed.connect(lambda msg: self.error(f"Cannot save model: {msg}"))
         return job
 
     def _saved(self, path: Path) -> None:
         self.model_path = path
+        self.model_unsaved = False
         self.info(f"Model saved to {path}")
         self.modelChanged.emit()
 
-    def set_model(self, model: Any, path: str | Path | None = None) -> None:
+    def set_model(self, model: Any, path: str | Path | None = None, *, unsaved: bool = False) -> None:
         self.jobs.cancel("score")
         self.model = model
         self.model_path = None if path is None else Path(path)
+        self.model_unsaved = unsaved
         self.store.clear_results()
         self.metrics = RunMetrics()
         if not getattr(model, "gives_maps", True):
@@ -270,6 +285,33 @@ class Session(QtCore.QObject):
         if model is self.model:
             self.score_dataset()
 
+    def add_good_parts(self, entries: list[int]) -> Job | None:
+        """Update the SOMAD model with these images as good parts (no refit from scratch), then rescore."""
+        if self.model is None or not self.has_som:
+            self.error("Adding good parts updates a SOMAD model: fit or load one first")
+            return None
+        paths = [self.store.entries[i].path for i in entries]
+        if not paths:
+            self.warn("Select the images to add to the good parts first")
+            return None
+        model = self.model
+        job = self.jobs.start(
+            "update",
+            partial(work.update_model, model, paths),
+            f"Adding {len(paths)} good part(s) to the model",
+        )
+        job.succeeded.connect(lambda updated: self._updated(updated, model, len(paths)))
+        job.failed.connect(lambda msg: self.error(f"Cannot update the model: {msg}"))
+        job.cancelled.connect(lambda: self.info("Update cancelled: the model is as it was"))
+        return job
+
+    def _updated(self, updated: Any, model: Any, n: int) -> None:
+        if model is not self.model:
+            return
+        known = updated.training_summary.get("n_images")
+        self.info(f"Model updated with {n} good part(s); it knows {known} good images (not saved yet)")
+        self.set_model(updated, None, unsaved=True)
+
     @property
     def has_som(self) -> bool:
         """True when the model has a SOM (for the SOM panes and node readouts)."""
@@ -286,7 +328,13 @@ class Session(QtCore.QObject):
         self.jobs.cancel("score")
         entries = [e for e in self.store.entries if e.split == "test"]
         if not entries:
-            self.warn(f"{self.dataset.name}: no test images to score")
+            if self.inspecting:
+                self.info(f"{self.dataset.name}: no images yet (watch the folder to score them as they come)")
+            else:
+                self.warn(
+                    f"{self.dataset.name}: no test images to score (File > Inspect new images… opens a "
+                    "folder of new parts)"
+                )
             return None
         model, store = self.model, self.store
         job = self.jobs.start(
@@ -336,6 +384,21 @@ class Session(QtCore.QObject):
     def best_f1_threshold(self) -> float | None:
         return self.metrics.best_f1_threshold
 
+    @property
+    def pixel_level(self) -> float:
+        """The threshold contours and regions are drawn at: the pixel threshold when separate, else the image's."""
+        return self.store.pixel_level
+
+    def set_region_rule(self, pixel_threshold: float | None, min_area: int) -> None:
+        """A separate pixel threshold (``None``: the image threshold) and the minimum defect area of NG."""
+        if pixel_threshold is not None and not math.isfinite(pixel_threshold):
+            return
+        if (pixel_threshold, int(min_area)) == (self.store.pixel_threshold, self.store.min_area):
+            return
+        changed = self.store.set_rule(pixel_threshold, int(min_area))
+        self.ruleChanged.emit()
+        self.verdictsChanged.emit(changed)
+
     def set_threshold(self, value: float) -> None:
         value = float(value)
         if not math.isfinite(value) or value == self.threshold:
@@ -364,7 +427,7 @@ class Session(QtCore.QObject):
         """Open the synthetic set under ``cache``; load the cached model or fit one (and cache it)."""
         cache = Path(cache)
         self.demo_cache = cache
-        job = self.jobs.start("dataset", partial(_demo_work, cache), "Preparing the demo set")
+        job = self.jobs.start("dataset", partial(work.prepare_demo, cache), "Preparing the demo set")
         job.succeeded.connect(lambda ds: self._demo_opened(ds, cache, config))
         job.failed.connect(lambda msg: self.error(f"Cannot prepare the demo set: {msg}"))
         return job

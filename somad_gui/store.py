@@ -98,6 +98,14 @@ class StoredResult:
         )
 
     @property
+    def area_scale(self) -> float:
+        """Image pixels per pixel of the kept map (1 unless the map was reduced)."""
+        if self.anomaly_map is None:
+            return 1.0
+        h, w = self.image_shape
+        return (h * w) / float(self.anomaly_map.shape[0] * self.anomaly_map.shape[1])
+
+    @property
     def grid_shape(self) -> tuple[int, int]:
         """(gh, gw) of the feature grid ((1, 1) when unknown)."""
         if self.grid is not None:
@@ -155,6 +163,10 @@ class ResultStore:
         self.results: dict[int, StoredResult] = {}
         self.errors: dict[int, str] = {}
         self.threshold = math.nan
+        #: The region rule (somad.VerdictRule): contours' own threshold (None: the image threshold), and the
+        #: smallest region an NG verdict needs (0: none).
+        self.pixel_threshold: float | None = None
+        self.min_area = 0
 
     @classmethod
     def from_dataset(cls, dataset: Any) -> ResultStore:
@@ -178,6 +190,28 @@ class ResultStore:
             self.scores[i] = res.score
         self._recompute()
 
+    def add_entries(self, paths: Sequence[Path], defect_type: str = "unlabelled") -> list[Entry]:
+        """Append unlabelled test images (a watched folder's new files); return their entries."""
+        start = len(self.entries)
+        added = [Entry(start + i, Path(p), "test", defect_type, -1, None) for i, p in enumerate(paths)]
+        self.entries.extend(added)
+        n = len(added)
+        self.scores = np.concatenate([self.scores, np.full(n, np.nan)])
+        self.labels = np.concatenate([self.labels, np.full(n, -1, dtype=np.int8)])
+        self.verdicts = np.concatenate([self.verdicts, np.full(n, UNSCORED, dtype=np.int8)])
+        self.is_test = np.concatenate([self.is_test, np.ones(n, dtype=bool)])
+        return added
+
+    def add_results(self, results: dict[int, StoredResult], errors: dict[int, str]) -> np.ndarray:
+        """Results of some entries, keeping the others'; return the indices whose verdict changed."""
+        self.results.update(results)
+        self.errors.update(errors)
+        for i, res in results.items():
+            self.scores[i] = res.score
+        old = self.verdicts.copy()
+        self._recompute()
+        return np.flatnonzero(old != self.verdicts)
+
     def result(self, index: int) -> StoredResult | None:
         return self.results.get(index)
 
@@ -197,11 +231,51 @@ class ResultStore:
         self._recompute()
         return np.flatnonzero(old != self.verdicts)
 
+    def set_rule(self, pixel_threshold: float | None, min_area: int) -> np.ndarray:
+        """Set the region rule; return the indices whose verdict changed."""
+        self.pixel_threshold = None if pixel_threshold is None else float(pixel_threshold)
+        self.min_area = int(min_area)
+        old = self.verdicts.copy()
+        self._recompute()
+        return np.flatnonzero(old != self.verdicts)
+
+    @property
+    def pixel_level(self) -> float:
+        """The threshold regions and contours are drawn at."""
+        return self.threshold if self.pixel_threshold is None else self.pixel_threshold
+
+    def rule(self) -> somad.VerdictRule | None:
+        """The verdict rule of the window's settings (``None`` before a threshold is set)."""
+        if math.isnan(self.threshold):
+            return None
+        return somad.VerdictRule(self.threshold, self.pixel_threshold, self.min_area)
+
     def _recompute(self) -> None:
         scored = self.scored
         self.verdicts[:] = UNSCORED
-        if not math.isnan(self.threshold):
-            self.verdicts[scored] = somad.is_ng(self.scores[scored], self.threshold).astype(np.int8)
+        if math.isnan(self.threshold):
+            return
+        ng = somad.is_ng(self.scores, self.threshold) & scored
+        if self.min_area > 0:
+            for i in np.flatnonzero(ng):
+                result = self.results.get(int(i))
+                if result is not None and result.has_map and self.largest_region(int(i)) < self.min_area:
+                    ng[i] = False
+        self.verdicts[scored] = ng[scored].astype(np.int8)
+
+    def largest_region(self, index: int) -> int:
+        """Image pixels of the image's largest region at the pixel threshold (measured on the kept map, scaled
+        to the image's size for images reduced to somad.MAX_MAP_SIDE)."""
+        result = self.results[index]
+        area = somad.regions.largest_area(result.anomaly_map, self.pixel_level)
+        return round(area * result.area_scale)
+
+    def regions(self, index: int) -> list[somad.Region]:
+        """The current image's regions at the pixel threshold, at the image's own size, largest first."""
+        result = self.results.get(index)
+        if result is None or not result.has_map or math.isnan(self.threshold):
+            return []
+        return somad.find_regions(result.full_map(), self.pixel_level)
 
     # -- summaries -------------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

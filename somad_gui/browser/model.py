@@ -1,4 +1,5 @@
-"""Item models of the dataset browser: category > split > defect type > image, and its filter proxy.
+"""Item models of the dataset browser: category > split > defect type > image (or, ranked by score, one flat
+list of images), and its filter proxy.
 
 Columns: name, score, verdict (OK/NG at the current threshold) and ground truth. The model reads scores and
 verdicts from the :class:`~somad_gui.store.ResultStore`, so a threshold move only emits ``dataChanged`` for
@@ -60,6 +61,8 @@ class DatasetTreeModel(QtCore.QAbstractItemModel):
         self._root = self._new_node(CATEGORY, "", None)
         self._leaf_of_entry: dict[int, _Node] = {}
         self._groups: list[_Node] = []
+        self._category = ""
+        self.flat = False
         self._bold = QtGui.QFont()
         self._bold.setBold(True)
 
@@ -73,13 +76,26 @@ class DatasetTreeModel(QtCore.QAbstractItemModel):
         return node
 
     def set_store(self, store: ResultStore, category: str) -> None:
+        self._store, self._category = store, category
+        self._rebuild()
+
+    def set_flat(self, flat: bool) -> None:
+        """One flat list of every image (a ranking), or the tree of category, split and defect type."""
+        if bool(flat) != self.flat:
+            self.flat = bool(flat)
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        store, category = self._store, self._category
         self.beginResetModel()
-        self._store = store
         self._nodes = []
         self._root = self._new_node(CATEGORY, "", None)
         self._leaf_of_entry = {}
         self._groups = []
-        if len(store):
+        if self.flat:
+            for entry in store.entries:
+                self._leaf_of_entry[entry.index] = self._new_node(IMAGE, entry.name, self._root, entry.index)
+        elif len(store):
             cat = self._new_node(CATEGORY, category, self._root)
             splits: dict[str, _Node] = {}
             groups: dict[tuple[str, str], _Node] = {}

@@ -83,6 +83,7 @@ class BrowserWidget(QtWidgets.QWidget):
             header.setSectionResizeMode(col, QtWidgets.QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, metrics.horizontalAdvance(sample) + 14)
         self.tree.selectionModel().currentChanged.connect(self._current_row_changed)
+        header.sortIndicatorChanged.connect(self._sort_changed)
 
         self.setMinimumWidth(300)
         self.summary = QtWidgets.QLabel("No dataset open")
@@ -105,6 +106,7 @@ class BrowserWidget(QtWidgets.QWidget):
         self._refilter_timer.timeout.connect(self._refilter)
 
         session.datasetChanged.connect(self._dataset_changed)
+        session.entriesAdded.connect(self._entries_added)
         session.resultsChanged.connect(self._results_changed)
         session.verdictsChanged.connect(self._verdicts_changed)
         session.currentChanged.connect(self._session_current_changed)
@@ -132,6 +134,17 @@ class BrowserWidget(QtWidgets.QWidget):
             self.category_combo.setCurrentIndex(max(i, 0))
         self.category_combo.blockSignals(False)
         self.category_combo.setVisible(len(cats) > 1)
+        self._update_summary()
+
+    def _entries_added(self, _n: int) -> None:
+        """New images in a watched folder: list them, keeping the current image."""
+        current = self.session.current
+        ds = self.session.dataset
+        self.model.set_store(self.session.store, ds.name if ds is not None else "")
+        self.proxy.refresh()
+        self.tree.expandAll()
+        if current >= 0:
+            self._session_current_changed(current)
         self._update_summary()
 
     def _results_changed(self) -> None:
@@ -181,6 +194,20 @@ class BrowserWidget(QtWidgets.QWidget):
                 self.session.set_current(entry)
             finally:
                 self._syncing = False
+
+    def _sort_changed(self, column: int, order: QtCore.Qt.SortOrder) -> None:
+        """Sorting by score ranks every image in one flat list, highest first (unscored ones last); any other
+        column shows the tree again."""
+        ranking = column == SCORE
+        if ranking == self.model.flat:
+            return
+        current = self.session.current
+        self.model.set_flat(ranking)
+        if ranking and order != QtCore.Qt.SortOrder.DescendingOrder:
+            self.tree.sortByColumn(SCORE, QtCore.Qt.SortOrder.DescendingOrder)
+        self.tree.expandAll()
+        if current >= 0:
+            self._session_current_changed(current)
 
     def _category_chosen(self, row: int) -> None:
         path = self.category_combo.itemData(row)

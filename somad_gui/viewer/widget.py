@@ -156,6 +156,7 @@ class ViewerWidget(QtWidgets.QWidget):
 
         session.currentChanged.connect(self._current_changed)
         session.thresholdChanged.connect(self._threshold_changed)
+        session.ruleChanged.connect(lambda: self._threshold_changed(session.threshold))
         session.resultsChanged.connect(self._results_changed)
         session.datasetChanged.connect(self._dataset_changed)
         self._opacity_changed(self.opacity_slider.value())
@@ -362,7 +363,7 @@ class ViewerWidget(QtWidgets.QWidget):
             panel.heat.clear()
 
     def _update_contours(self) -> None:
-        thr = self.session.threshold
+        thr = self.session.pixel_level
         if self.anomaly_map is None or not math.isfinite(thr):
             x = y = np.zeros(0)
         else:
@@ -373,7 +374,7 @@ class ViewerWidget(QtWidgets.QWidget):
         if self.result is not None and not self.result.has_map:
             self.quad[3].set_title("Contours: not available")
         elif math.isfinite(thr):
-            self.quad[3].set_title(f"Contours at threshold {thr:.3f}")
+            self.quad[3].set_title(f"Contours at {thr:.3f}")
 
     def _update_gt(self) -> None:
         mask = self.gt_mask
@@ -402,9 +403,10 @@ class ViewerWidget(QtWidgets.QWidget):
             parts.append(f"score <b>{self.result.score:.3f}</b>")
             thr = self.session.threshold
             if math.isfinite(thr):
-                ng = self.result.score >= thr
+                ng = int(self.session.store.verdicts[e.index]) == 1
                 rgb = NG_RGB if ng else OK_RGB
-                parts.append(f"<b style='color:rgb{rgb}'>{'NG' if ng else 'OK'}</b> at {thr:.3f}")
+                rule = f" and {self.session.store.min_area} px" if self.session.store.min_area else ""
+                parts.append(f"<b style='color:rgb{rgb}'>{'NG' if ng else 'OK'}</b> at {thr:.3f}{rule}")
         elif e.index in self.session.store.errors:
             parts.append("<span style='color:#b91c1c'>unreadable</span>")
         elif e.split == "test" and self.session.model is not None:

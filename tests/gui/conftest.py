@@ -114,6 +114,10 @@ class DialogRecorder:
         self.errors: list[str] = []
         self.overwrite_answer: str | None = None
         self.overwrite_asked: list[list[Path]] = []
+        self.keep_answer = "keep"
+        self.keep_asked: list[tuple[str, str]] = []
+        self.unsaved_answer = "discard"
+        self.unsaved_asked: list[str] = []
 
     def show_error(self, _parent, _title, text):
         self.errors.append(text)
@@ -123,6 +127,14 @@ class DialogRecorder:
         if self.overwrite_answer is None:
             raise AssertionError(f"unexpected question about existing files: {existing}")
         return self.overwrite_answer
+
+    def ask_keep_model(self, _parent, trained_on, dataset):
+        self.keep_asked.append((trained_on, dataset))
+        return self.keep_answer
+
+    def ask_unsaved_model(self, _parent, reason):
+        self.unsaved_asked.append(reason)
+        return self.unsaved_answer
 
     @staticmethod
     def no_chooser(*args, **kwargs):
@@ -136,6 +148,8 @@ def dialogs(monkeypatch) -> DialogRecorder:
     recorder = DialogRecorder()
     monkeypatch.setattr(module, "show_error", recorder.show_error)
     monkeypatch.setattr(module, "ask_overwrite", recorder.ask_overwrite)
+    monkeypatch.setattr(module, "ask_keep_model", recorder.ask_keep_model)
+    monkeypatch.setattr(module, "ask_unsaved_model", recorder.ask_unsaved_model)
     for name in ("get_existing_directory", "get_open_file", "get_save_file"):
         monkeypatch.setattr(module, name, recorder.no_chooser)
     return recorder

@@ -57,18 +57,20 @@ def test_tree_is_category_split_defect_type_image(browser):
     assert leaf.data(QtCore.Qt.ItemDataRole.ToolTipRole).endswith(row[0])
 
 
-def test_sorting_by_score(browser):
-    browser.tree.sortByColumn(SCORE, QtCore.Qt.SortOrder.DescendingOrder)
+def test_sorting_by_score_is_one_flat_ranking(browser):
     store = browser.session.store
     proxy = browser.proxy
-    for entry in browser.visible_entries()[:1]:
-        assert store.entries[entry].split == "test"
-    cat = proxy.index(0, 0)
-    test = proxy.index(0, 0, cat)  # highest group score first: the test split
-    assert test.data().startswith("test")
-    group = proxy.index(0, 0, test)
-    scores = [float(s) for s in texts(browser, group, SCORE)]
-    assert scores == sorted(scores, reverse=True) and len(scores) == 250
+    browser.tree.sortByColumn(SCORE, QtCore.Qt.SortOrder.AscendingOrder)  # a click on Score: highest first
+    assert browser.tree.header().sortIndicatorOrder() == QtCore.Qt.SortOrder.DescendingOrder
+    assert proxy.rowCount() == len(store) == 1020  # images only, no category, split or group rows
+    shown = browser.visible_entries()
+    scores = store.scores[shown]
+    scored = ~np.isnan(scores)
+    assert scored[:1000].all() and not scored[1000:].any()  # unscored training images last
+    assert list(scores[:1000]) == sorted(scores[:1000], reverse=True)
+    assert {store.entries[i].split for i in shown[1000:]} == {"train"}
+    browser.tree.sortByColumn(NAME, QtCore.Qt.SortOrder.AscendingOrder)  # any other column: the tree again
+    assert proxy.rowCount() == 1 and proxy.rowCount(proxy.index(0, 0)) == 2
 
 
 def test_text_and_quick_filters(browser, qtbot):
