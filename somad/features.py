@@ -222,8 +222,9 @@ def _check_hub_reachable(config: FeatureConfig) -> None:
 
 
 def _offline_error(config: FeatureConfig, err: Exception) -> WeightsError:
+    reason = "no network connection" if isinstance(err, OSError) else type(err).__name__
     return WeightsError(
-        f"cannot download pretrained weights for {config.backbone!r} ({type(err).__name__}); "
+        f"cannot download pretrained weights for {config.backbone!r} ({reason}); "
         "offline? pass --weights FILE (safetensors or state dict), use a backbone with bundled weights "
         f"({', '.join(BUNDLED_PACKAGES)}) or --random-init"
     )

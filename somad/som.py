@@ -122,9 +122,10 @@ class BatchSOM:
             yield start, min(start + self.chunk_size, n)
 
     def epoch_sums(
-        self, data: torch.Tensor, monitor: Monitor | None = None
+        self, data: torch.Tensor, monitor: Monitor | None = None, on_chunk=None
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Per-node sums of the samples each node wins, win counts and the quantization error, in one pass."""
+        """Per-node sums of the samples each node wins, win counts and the quantization error, in one pass;
+        ``on_chunk(done)`` hears how many samples are done after each chunk."""
         sums = torch.zeros_like(self.weights)
         counts = torch.zeros(self.n_nodes, device=self.device)
         error = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -138,6 +139,8 @@ class BatchSOM:
             error += d2.sqrt().sum(dtype=torch.float64)
             if monitor is not None:
                 monitor.check()
+            if on_chunk is not None:
+                on_chunk(stop)
         return sums, counts, float(error) / max(data.shape[0], 1)
 
     def fit(self, data: torch.Tensor, config: SomConfig, monitor: Monitor | None = None) -> list[float]:
@@ -155,18 +158,22 @@ class BatchSOM:
         generator = torch.Generator().manual_seed(config.seed)
         per_epoch = config.samples_per_epoch
         for epoch, sigma in enumerate(schedule):
-            monitor.step("som", epoch, len(schedule))
             sample = data
             if 0 < per_epoch < data.shape[0]:
                 sample = data[torch.randperm(data.shape[0], generator=generator)[:per_epoch].to(data.device)]
-            sums, counts, error = self.epoch_sums(sample, monitor)
+            n = sample.shape[0]
+            total = n * len(schedule)  # progress in samples, so the bar moves within each epoch
+            monitor.step("som", epoch * n, total)
+            sums, counts, error = self.epoch_sums(
+                sample, monitor, lambda done, e=epoch, n=n, t=total: monitor.step("som", e * n + done, t)
+            )
             errors.append(error)
             h = self.neighbourhood(sigma)
             numerator = h @ sums
             denominator = h @ counts
             update = denominator > 1e-12 * max(float(counts.sum()), 1.0)
             self.weights[update] = numerator[update] / denominator[update].unsqueeze(1)
-        monitor.step("som", len(schedule), len(schedule))
+        monitor.step("som", 1, 1)
         return errors
 
     # -- queries --------------------------------------------------------------------------------------

@@ -175,6 +175,12 @@ def merge_node_statistics(
     old_n, old_j, old_j2 = float(n_a.sum()), int((n_a > 0).sum()), int(own.sum())
     pooled_old = total / max(old_n - old_j + shrinkage * old_j2, 1.0)
 
+    def added(j: int) -> torch.Tensor:
+        """What node j's new patches add to its scatter: S_b + (n_a n_b / n) d d^T (step 2)."""
+        x = patches[order[starts[j] : starts[j] + counts_b[j]]].to(torch.float64) - mu_b[j]
+        d = delta[j].unsqueeze(1)
+        return x.T @ x + (n_a[j] * n_b[j] / n[j]) * (d @ d.T)
+
     def merged_scatters(nodes: slice) -> torch.Tensor:
         """S of the merged statistics for a slice of nodes (step 2)."""
         s_a = (_old_covariances(gaussians, nodes, device) - lam * eye) * (n_a[nodes] - 1 + shrinkage).view(
@@ -183,25 +189,22 @@ def merge_node_statistics(
         s_a = torch.where(own[nodes].view(-1, 1, 1), s_a, torch.zeros_like(s_a))
         out = s_a.clone()
         for j in range(nodes.start, nodes.stop):
-            if counts_b[j] == 0:
-                continue
-            x = patches[order[starts[j] : starts[j] + counts_b[j]]].to(torch.float64) - mu_b[j]
-            d = delta[j].unsqueeze(1)
-            out[j - nodes.start] += x.T @ x + (n_a[j] * n_b[j] / n[j]) * (d @ d.T)
+            if counts_b[j]:
+                out[j - nodes.start] += added(j)
         return out
 
-    # The new pooled covariance, then each node's (Eq. 2), chunk by chunk.
-    pooled_sum = torch.zeros(dims, dims, dtype=torch.float64, device=device)
-    for start in range(0, n_nodes, NODE_CHUNK):
-        monitor.step("statistics", start // 2, n_nodes)
-        pooled_sum += merged_scatters(slice(start, min(start + NODE_CHUNK, n_nodes))).sum(0)
+    # The new pooled covariance: the old scatters' sum, sum_j S_a_j = Sigma_p (N - J), plus what the new patches
+    # add to their nodes; then each node's covariance (Eq. 2), chunk by chunk.
+    pooled_sum = pooled_old * (old_n - old_j)
+    for j in torch.nonzero(n_b).flatten().tolist():
+        pooled_sum += added(j)
     hit = int((n > 0).sum())
     pooled = pooled_sum / max(float(n.sum()) - hit, 1.0)
     inverse = torch.empty(n_nodes, dims, dims, dtype=torch.float32, device=device)
     with single_threaded(device):
         for start in range(0, n_nodes, NODE_CHUNK):
             nodes = slice(start, min(start + NODE_CHUNK, n_nodes))
-            monitor.step("statistics", (n_nodes + start) // 2, n_nodes)
+            monitor.step("statistics", start, n_nodes)
             count = n[nodes].view(-1, 1, 1)
             node_cov = (merged_scatters(nodes) + shrinkage * pooled) / (count - 1 + shrinkage).clamp_min(
                 1e-12

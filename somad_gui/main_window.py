@@ -19,6 +19,7 @@ from somad_gui.inspection import Inspection
 from somad_gui.regions.widget import RegionsPanel
 from somad_gui.session import ERROR, Session, method_label
 from somad_gui.som_panes.widget import SomPanesWidget
+from somad_gui.status_line import StatusLine
 from somad_gui.threshold.widget import ThresholdPanel
 from somad_gui.training.widget import TrainingPanel
 from somad_gui.viewer.widget import ViewerWidget
@@ -27,6 +28,19 @@ RECENT_KEY = "recent/datasets"
 MAX_RECENT = 8
 MODEL_FILTER = "SOMAD models (*.somad);;All files (*)"
 RANDOM_INIT_TEXT = "random-init features"
+
+
+#: The window's size on a first start, when the screen has room for it.
+PREFERRED_SIZE = (1600, 1000)
+
+
+def first_size() -> tuple[int, int]:
+    """The preferred size, within the screen's available area."""
+    screen = QtGui.QGuiApplication.primaryScreen()
+    if screen is None:
+        return PREFERRED_SIZE
+    area = screen.availableGeometry()
+    return min(PREFERRED_SIZE[0], area.width()), min(PREFERRED_SIZE[1], area.height())
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -95,6 +109,7 @@ class MainWindow(QtWidgets.QMainWindow):
         s.scoringFinished.connect(self._offer_defect_types)
         s.thresholdChanged.connect(self._offer_defect_types)
         self.defect_types_dock.image_selected.connect(self.show_image_path)
+        self.defect_types_dock.panel.logged.connect(s.message)
         s.jobs.jobStarted.connect(self._job_started)
         s.jobs.busyChanged.connect(self._busy_changed)
         self.inspection.watchingChanged.connect(self._watching_changed)
@@ -102,7 +117,7 @@ class MainWindow(QtWidgets.QMainWindow):
         s.datasetChanged.connect(lambda: self._tally_changed(None))
         s.fitFinished.connect(lambda _m: self.browser_dock.raise_())
 
-        self.resize(1600, 1000)
+        self.resize(*first_size())
         self._layout_restored = restore_layout and self._restore_layout()
         self._shown_once = False
         self._update_title()
@@ -151,12 +166,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
-        self.job_label = QtWidgets.QLabel("")
-        self.job_label.setMinimumWidth(260)
-        self.job_label.setSizePolicy(
-            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
-        )
-        self.job_label.setStyleSheet("color: #4b5563; padding: 0 6px;")
+        self.status_line = StatusLine()
         self.model_label = QtWidgets.QLabel("No model")
         self.model_label.setStyleSheet("padding: 0 6px;")
         self.random_init_label = QtWidgets.QLabel(f"⚠ {RANDOM_INIT_TEXT}")
@@ -170,7 +180,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tally_label = QtWidgets.QLabel("")
         self.tally_label.setStyleSheet("font-weight: bold; padding: 0 6px;")
         self.tally_label.hide()
-        bar.addPermanentWidget(self.job_label)
+        bar.addWidget(self.status_line, 1)
         bar.addPermanentWidget(self.tally_label)
         bar.addPermanentWidget(self.model_label)
         bar.addPermanentWidget(self.random_init_label)
@@ -319,7 +329,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- status -----------------------------------------------------------------------------------------------
     def _on_message(self, level: str, text: str) -> None:
-        self.statusBar().showMessage(text, 15000 if level != ERROR else 0)
+        self.status_line.show_message(text, 15000 if level != ERROR else 0)
         if level == ERROR:
             self.last_error = text
             dialogs.show_error(self, "SOMAD Inspector", text)
@@ -327,11 +337,11 @@ class MainWindow(QtWidgets.QMainWindow):
     def _job_started(self, job) -> None:
         if job.kind == "devices":
             return
-        self.job_label.setText(job.description + "…")
+        self.status_line.show_job(job.description + "…")
 
     def _busy_changed(self, busy: bool) -> None:
         if not busy:
-            self.job_label.setText("")
+            self.status_line.show_job("")
 
     def title_text(self) -> str:
         parts = ["SOMAD Inspector"]
@@ -440,9 +450,15 @@ class MainWindow(QtWidgets.QMainWindow):
         return state is not None and bool(self.restoreState(state))
 
     def default_dock_sizes(self) -> None:
-        """Dock sizes of a first start: a browser wide enough for its four columns, room for the maps."""
-        self.resizeDocks([self.browser_dock, self.som_dock], [400, 360], QtCore.Qt.Orientation.Horizontal)
-        self.resizeDocks([self.threshold_dock], [260], QtCore.Qt.Orientation.Vertical)
+        """Dock sizes of a first start, shares of the window: a browser wide enough for its four columns,
+        room for the image in the middle and for the threshold's controls under it."""
+        w, h = self.width(), self.height()
+        self.resizeDocks(
+            [self.browser_dock, self.som_dock],
+            [max(320, round(0.25 * w)), max(260, round(0.22 * w))],
+            QtCore.Qt.Orientation.Horizontal,
+        )
+        self.resizeDocks([self.threshold_dock], [max(220, round(0.3 * h))], QtCore.Qt.Orientation.Vertical)
 
     def showEvent(self, event: QtGui.QShowEvent) -> None:
         super().showEvent(event)
@@ -457,7 +473,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.inspection.watch(False)
         if self.session.jobs.is_busy():
-            self.statusBar().showMessage("Cancelling background work…")
+            self.status_line.show_job("Cancelling background work…")
         self.session.shutdown()
         s = app_module.settings()
         s.setValue("window/geometry", self.saveGeometry())

@@ -20,6 +20,7 @@ import somad
 from somad_gui import work
 from somad_gui.scoring import RunMetrics, ScoringRun, score_entries
 from somad_gui.store import ResultStore
+from somad_gui.training.options import window_words
 from somad_gui.workers import Job, JobRunner
 
 DEMO_MODEL_NAME = "demo_model.somad"
@@ -73,13 +74,13 @@ class Session(QtCore.QObject):
 
     # -- messages ---------------------------------------------------------------------------------------------
     def info(self, text: str) -> None:
-        self.message.emit(INFO, text)
+        self.message.emit(INFO, window_words(text))
 
     def warn(self, text: str) -> None:
-        self.message.emit(WARNING, text)
+        self.message.emit(WARNING, window_words(text))
 
     def error(self, text: str) -> None:
-        self.message.emit(ERROR, text)
+        self.message.emit(ERROR, window_words(text))
 
     # -- dataset ----------------------------------------------------------------------------------------------
     def open_dataset(self, path: str | Path, test_path: str | Path | None = None) -> Job:
@@ -205,16 +206,31 @@ class Session(QtCore.QObject):
             partial(work.fit_model, train, config, method, options, target),
             f"Fitting {label} on {self.dataset.name}",
         )
-        job.succeeded.connect(lambda model: self._fitted(model, target))
+        job.succeeded.connect(lambda outcome: self._fitted(*outcome, target))
         job.failed.connect(lambda msg: self.error(f"Fit failed: {msg}"))
         job.cancelled.connect(lambda: self.info("Fit cancelled: nothing was written"))
         self.info(f"Fitting {label} on {len(self.dataset.train)} training images of {self.dataset.name}…")
         return job
 
-    def _fitted(self, model: Any, path: Path | None) -> None:
+    def _fitted(self, model: Any, unreadable: list[Any], path: Path | None) -> None:
         self.info("Fit finished" + (f"; model saved to {path}" if path else "; not saved yet"))
         self.set_model(model, path, unsaved=path is None)
+        if unreadable:
+            self.mark_unreadable_training(unreadable)
         self.fitFinished.emit(model)
+
+    def mark_unreadable_training(self, problems: list[Any]) -> None:
+        """Report training images the fit skipped, by path, and mark them in the browser."""
+        where = {e.path: e.index for e in self.store.entries if e.split == "train"}
+        for err in problems:
+            path = getattr(err, "path", None)
+            self.warn(f"Training image skipped: {err}")
+            if path is not None and Path(path) in where:
+                self.store.errors[where[Path(path)]] = str(err)
+        self.warn(
+            f"The fit left out {len(problems)} unreadable training image(s); they are marked in the list"
+        )
+        self.resultsChanged.emit()
 
     def load_model(
         self,

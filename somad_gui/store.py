@@ -183,7 +183,10 @@ class ResultStore:
         self.errors.clear()
 
     def set_results(self, results: dict[int, StoredResult], errors: dict[int, str]) -> None:
+        """A scoring run's results; training images marked unreadable by the fit stay marked."""
+        kept = {i: m for i, m in self.errors.items() if not self.is_test[i]}
         self.clear_results()
+        self.errors.update(kept)
         self.results.update(results)
         self.errors.update(errors)
         for i, res in results.items():

@@ -42,14 +42,25 @@ def fit_model(
     *,
     progress=None,
     cancel=None,
-) -> Any:
-    model = somad.fit(train, config, method=method, options=options, progress=progress, cancel=cancel)
+) -> tuple[Any, list[Any]]:
+    """The fitted model (saved to ``save_to`` when given) and the training images that could not be read (their
+    ``somad.DataError``, which names the file)."""
+    unreadable: list[Any] = []
+    model = somad.fit(
+        train,
+        config,
+        method=method,
+        options=options,
+        progress=progress,
+        cancel=cancel,
+        on_error=unreadable.append,
+    )
     if save_to is not None:
         if cancel is not None and cancel():
             raise somad.Cancelled("cancelled by the user")
         Path(save_to).parent.mkdir(parents=True, exist_ok=True)
         model.save(save_to)
-    return model
+    return model, unreadable
 
 
 def open_inspection(path: Path, *, progress=None, cancel=None) -> Any:

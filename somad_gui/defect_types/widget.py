@@ -25,6 +25,8 @@ from somad_gui import dialogs
 from somad_gui.defect_types.names import ClusterNames
 from somad_gui.defect_types.views import NEW_CLUSTER, ClusterGroup, to_pixmap
 from somad_gui.defect_types.work import THUMB_SIDE, clustering_work, make_thumbnails, recluster_work
+from somad_gui.training.clock import StageClock
+from somad_gui.training.options import format_duration
 from somad_gui.workers import Job, JobRunner
 
 CLUSTER_TIP = "Compute descriptors of the images and cluster them (in the background)"
@@ -38,6 +40,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
     clusteringFinished = QtCore.Signal(object)  # somad.defects.ClusterResult
     clusteringFailed = QtCore.Signal(str)
     thumbnailsReady = QtCore.Signal()
+    logged = QtCore.Signal(str, str)  # level ("info", "warning"), text: for the window's log
 
     def __init__(
         self,
@@ -61,6 +64,7 @@ class DefectTypesWidget(QtWidgets.QWidget):
         self._descriptors = None  # somad.defects.DescriptorSet of the last clustering run here
         self._config = None
         self._job: Job | None = None
+        self._clock = StageClock()
         self._source: dict | None = None  # what the Cluster button clusters (see set_source)
         self.groups: dict[int, ClusterGroup] = {}
         self._build()
@@ -285,6 +289,8 @@ class DefectTypesWidget(QtWidgets.QWidget):
         job.failed.connect(self._failed)
         job.progress.connect(self._progress)
         job.finished.connect(partial(self._job_finished, job))
+        self._clock = StageClock()
+        self.logged.emit("info", f"Defect types: {kind} started")
         self.progress_bar.setVisible(True)
         self.cancel_button.setVisible(True)
         self.progress_bar.setRange(0, 0)
@@ -299,17 +305,25 @@ class DefectTypesWidget(QtWidgets.QWidget):
 
     @QtCore.Slot(str, int, int)
     def _progress(self, stage: str, done: int, total: int) -> None:
-        self.progress_bar.setFormat(f"{stage} %v/%m")
+        left = self._clock.update(stage, done, total)
+        self.progress_bar.setFormat(
+            f"{stage} %v/%m" + ("" if left is None else f", about {format_duration(left)} left")
+        )
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(min(done, max(total, 1)))
 
     def _job_finished(self, job: Job) -> None:
+        if job.outcome in ("succeeded", "cancelled"):
+            self.logged.emit(
+                "info", f"{job.description}: {'done' if job.outcome == 'succeeded' else 'cancelled'}"
+            )
         if job is self._job:
             self._job = None
             self.progress_bar.setVisible(False)
             self.cancel_button.setVisible(False)
 
     def _failed(self, message: str) -> None:
+        self.logged.emit("warning", f"Defect types: clustering failed: {message}")
         self.summary.setText(f"Clustering failed: {message}")
         self.clusteringFailed.emit(message)
 

@@ -27,7 +27,29 @@ from somad_gui.store import Entry, StoredResult
 ANNOTATED = "annotated"
 FOUR_PANEL = "four_panel"
 REPORT_NAME = "report.csv"
-CSV_COLUMNS = ("file", "score", "verdict", "threshold", "defect_area_px", "model_file", "defect_type", "png")
+CSV_COLUMNS = (
+    "file",
+    "score",
+    "verdict",
+    "threshold",
+    "defect_area_px",
+    "model_file",
+    "defect_type",
+    "png",
+    "folder",
+    "regions",
+    "largest_region_px",
+    "region_boxes",
+    "pixel_threshold",
+    "min_area_px",
+    "method",
+    "weights",
+)
+
+
+def figure_title(entry: Entry) -> str:
+    """The 4-panel figure's title: the image's folder, name and defect type."""
+    return f"{entry.path.parent.name}/{entry.name} ({entry.defect_type})"
 
 
 @dataclass(frozen=True)
@@ -94,6 +116,8 @@ def export_batch(
     style: RenderStyle,
     report: Path | None,
     model_file: str = "",
+    method: str = "",
+    weights: str = "",
     progress: Callable[[str, int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> BatchSummary:
@@ -125,7 +149,7 @@ def export_batch(
             gt = np.zeros((h, w), dtype=bool)
         if kind == FOUR_PANEL:
             figure = render_four_panel(
-                image, amap, threshold, style, gt_mask=gt, score=result.score, title=entry.name
+                image, amap, threshold, style, gt_mask=gt, score=result.score, title=figure_title(entry)
             )
         else:
             figure = render_annotated(image, amap, threshold, style, gt_mask=gt, score=result.score)
@@ -135,16 +159,20 @@ def export_batch(
             summary.errors.append(f"{item.target}: {exc.strerror or exc}")
             continue
         summary.written.append(item.target)
+        rule = style.rule(threshold)
+        regions = None if amap is None else somad.find_regions(amap, rule.pixel_level)
+        report_row = somad.score_report.csv_row(entry.path, result.score, regions, rule, model_file)
+        values = dict(zip(somad.score_report.CSV_HEADER, report_row, strict=True))
+        del values["model"]  # the report names it model_file
         rows.append(
             {
-                "file": str(entry.path),
-                "score": f"{result.score:.6g}",
-                "verdict": somad.verdict(result.score, threshold),
-                "threshold": f"{threshold:.6g}",
-                "defect_area_px": "" if amap is None else somad.defect_area(amap, threshold),
+                **values,
                 "model_file": model_file,
                 "defect_type": entry.defect_type,
                 "png": str(item.target),
+                "folder": str(entry.path.parent),
+                "method": method,
+                "weights": weights,
             }
         )
     if report is not None:

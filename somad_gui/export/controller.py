@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 
+import somad
 from somad_gui import dialogs
 from somad_gui.export import batch
 from somad_gui.export.render import RenderStyle, render_annotated, render_four_panel, write_png
@@ -65,14 +66,20 @@ class Exporter(QtCore.QObject):
         return [e.path for e in self.session.store.entries]
 
     def style(self) -> RenderStyle:
-        v = self.viewer
+        """The layers on show, at the fixed export opacity, in the colours ``somad score`` uses: the model's
+        scale (:func:`somad.score_report.colour_range`), so an export looks the same whatever else is open."""
+        v, s = self.viewer, self.session
+        levels = v.levels
+        if s.model is not None and math.isfinite(s.threshold):
+            levels = somad.score_report.colour_range(s.model.training_summary, s.threshold)
         return RenderStyle(
             lut=v.lut,
-            levels=v.levels,
-            opacity=v.opacity,
+            levels=levels,
             heatmap=v.heat_check.isChecked(),
             contours=v.contour_check.isChecked(),
             ground_truth=v.gt_check.isChecked(),
+            pixel_threshold=s.store.pixel_threshold,
+            min_area=s.store.min_area,
         )
 
     def _current(self):
@@ -129,7 +136,7 @@ class Exporter(QtCore.QObject):
             self.style(),
             gt_mask=v.gt_mask,
             score=score,
-            title=v.entry.name,
+            title=batch.figure_title(v.entry),
         )
         return self._write(target, rgb)
 
@@ -197,6 +204,8 @@ class Exporter(QtCore.QObject):
             style=self.style(),
             report=report,
             model_file=str(self.session.model_path or ""),
+            method=getattr(self.session.model, "label", ""),
+            weights=str(getattr(self.session.model, "weights_origin", "")),
         )
         job = self.session.jobs.start("export", fn, f"Exporting {len(items)} image(s) to {out_dir}")
         self._show_progress(job, len(items))
@@ -244,7 +253,9 @@ class BatchExportDialog(QtWidgets.QDialog):
         self.kind = QtWidgets.QComboBox()
         self.kind.addItem("Annotated image (heatmap, contours, score)", batch.ANNOTATED)
         self.kind.addItem("4-panel figure", batch.FOUR_PANEL)
-        self.report = QtWidgets.QCheckBox("CSV report (file, score, verdict, threshold, defect area, model)")
+        self.report = QtWidgets.QCheckBox(
+            "CSV report (score, verdict, regions, threshold, model and its weights)"
+        )
         self.report.setChecked(True)
         self.folder = QtWidgets.QLineEdit(str(exporter.last_dir))
         browse = QtWidgets.QToolButton()

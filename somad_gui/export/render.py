@@ -21,16 +21,26 @@ from somad_gui.viewer import overlay
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
+#: Heatmap opacity of every export, whatever the on-screen slider shows (as ``somad score``'s overlays).
+EXPORT_OPACITY = 0.45
+
+
 @dataclass(frozen=True)
 class RenderStyle:
-    """What the current view shows: colour map (as a LUT), levels in raw score units, opacity, layers."""
+    """What an export shows: colour map (as a LUT), levels in raw score units, opacity, layers; ``pixel_threshold``
+    (``None``: the threshold) draws the contours, ``min_area`` joins the verdict (:class:`somad.VerdictRule`)."""
 
     lut: np.ndarray
     levels: tuple[float, float]
-    opacity: float = 0.55
+    opacity: float = EXPORT_OPACITY
     heatmap: bool = True
     contours: bool = True
     ground_truth: bool = True
+    pixel_threshold: float | None = None
+    min_area: int = 0
+
+    def rule(self, threshold: float) -> somad.VerdictRule:
+        return somad.VerdictRule(threshold, self.pixel_threshold, self.min_area)
 
     @classmethod
     def default(cls, levels: tuple[float, float]) -> RenderStyle:
@@ -106,10 +116,10 @@ def render_annotated(
     if gt_mask is not None and style.ground_truth:
         draw_outline(out, np.asarray(gt_mask, dtype=bool), GROUND_TRUTH_RGB, width)
     if amap is not None and style.contours and math.isfinite(threshold):
-        draw_outline(out, somad.defect_mask(amap, threshold), PREDICTED_RGB, width)
+        draw_outline(out, somad.defect_mask(amap, style.rule(threshold).pixel_level), PREDICTED_RGB, width)
     if banner and (amap is not None or score is not None) and math.isfinite(threshold):
         s = float(np.max(amap)) if score is None else float(score)
-        verdict = somad.verdict(s, threshold)
+        verdict = style.rule(threshold).verdict(s, amap)
         draw_banner(
             out,
             [f"{verdict}  score {s:.3f}", f"threshold {threshold:.3f}"],
@@ -141,7 +151,8 @@ def render_four_panel(
     score: float | None = None,
     title: str = "",
 ) -> np.ndarray:
-    """Input | ground truth | heatmap | contours as one RGB figure; each panel at the image's resolution."""
+    """Input | ground truth | heatmap | contours as one RGB figure, each panel at the image's resolution, with
+    a colour bar in raw score units under it (the threshold marked)."""
     img = overlay.as_rgb(image)
     h, w = img.shape[:2]
     width = line_width(img.shape)
@@ -160,10 +171,11 @@ def render_four_panel(
     if gt_mask is not None and style.ground_truth:
         draw_outline(cont, np.asarray(gt_mask, dtype=bool), GROUND_TRUTH_RGB, width)
     if amap is not None and math.isfinite(threshold):
-        draw_outline(cont, somad.defect_mask(amap, threshold), PREDICTED_RGB, width)
+        level = style.rule(threshold).pixel_level
+        draw_outline(cont, somad.defect_mask(amap, level), PREDICTED_RGB, width)
     strip = max(18, h // 12)
     gt_title = "Ground truth" if gt_mask is not None else "Ground truth: none"
-    cont_title = f"Contours at {threshold:.3f}" if math.isfinite(threshold) else "Contours"
+    cont_title = f"Contours at {level:.3f}" if amap is not None and math.isfinite(threshold) else "Contours"
     heat_title = "Heatmap" if amap is not None else "Heatmap: not available (image scores only)"
     if amap is None:
         cont_title = "Contours: not available"
@@ -174,13 +186,40 @@ def render_four_panel(
     top = np.concatenate([panels[0], np.full((h + strip, gap, 3), 255, np.uint8), panels[1]], axis=1)
     bottom = np.concatenate([panels[2], np.full((h + strip, gap, 3), 255, np.uint8), panels[3]], axis=1)
     grid = np.concatenate([top, np.full((gap, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
+    if amap is not None:
+        grid = np.concatenate([grid, colour_bar(grid.shape[1], strip, style, threshold)], axis=0)
     if (amap is not None or score is not None) and math.isfinite(threshold):
         s = float(np.max(amap)) if score is None else float(score)
-        verdict = somad.verdict(s, threshold)
+        verdict = style.rule(threshold).verdict(s, amap)
         title = (f"{title}  " if title else "") + f"{verdict}  score {s:.3f}  threshold {threshold:.3f}"
     if title:
         grid = _titled(grid, title, strip)
     return grid
+
+
+def colour_bar(width: int, strip: int, style: RenderStyle, threshold: float) -> np.ndarray:
+    """A horizontal colour bar ``width`` wide: the colour map over ``style.levels`` with its two ends and the
+    threshold labelled in raw score units."""
+    lo, hi = style.levels
+    bar_h = max(8, strip // 2)
+    pad = max(4, width // 60)
+    inner = max(2, width - 2 * pad)
+    ramp = np.linspace(lo, hi, inner, dtype=np.float32)[None, :].repeat(bar_h, axis=0)
+    out = np.full((bar_h + strip + pad, width, 3), 255, dtype=np.uint8)
+    out[pad // 2 : pad // 2 + bar_h, pad : pad + inner] = overlay.apply_lut(ramp, style.levels, style.lut)
+    scale, thick = _text_scale("0000.000", max(40, width // 6), max(0.35, strip / 36))
+    marks = [(lo, f"{lo:.3g}"), (hi, f"{hi:.3g}")]
+    if math.isfinite(threshold) and lo <= threshold <= hi:
+        marks.append((threshold, f"threshold {threshold:.3g}"))
+    y = pad // 2 + bar_h + strip - max(2, strip // 4)
+    for value, text in marks:
+        (tw, _), _ = cv2.getTextSize(text, FONT, scale, thick)
+        x = pad + round((value - lo) / max(hi - lo, 1e-12) * (inner - 1))
+        if value == threshold:
+            cv2.line(out, (x, pad // 2), (x, pad // 2 + bar_h), (31, 35, 40), max(1, thick))
+        left = min(max(0, x - tw // 2), width - tw)
+        cv2.putText(out, text, (left, y), FONT, scale, (31, 35, 40), thick, cv2.LINE_AA)
+    return out
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:

@@ -5,6 +5,7 @@ values back into a config.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import somad
@@ -16,6 +17,27 @@ _FIT_OPTIONS = {o.name: o for o in somad.fit_options()}
 OPTIONS: tuple[Option, ...] = tuple(o for o in _FIT_OPTIONS.values() if o.doc.form)
 GROUPS: tuple[str, ...] = somad.OPTION_GROUPS
 BACKBONES: tuple[str, ...] = _FIT_OPTIONS["features.backbone"].doc.suggestions
+
+
+#: Command-line words the core's messages may use, as the window's controls say them.
+_CONTROL_WORDS = {
+    **{o.doc.flag: f"“{o.doc.label}”" for o in _FIT_OPTIONS.values() if o.doc.flag and o.doc.form},
+    "--som-size": "“SOM rows” and “SOM cols”",
+    "--weights FILE": "a “Weights file”",
+    "--overwrite": "another name (the file exists)",
+    "--threshold": "the threshold slider",
+}
+_FLAG = re.compile(r"--[a-z][a-z0-9-]*(?: FILE)?")
+
+
+def window_words(text: str) -> str:
+    """A core message with its command-line flags named as the window's controls (``--dims`` -> “Feature dims”)."""
+
+    def control(match: re.Match) -> str:
+        flag = match.group(0)
+        return _CONTROL_WORDS.get(flag) or _CONTROL_WORDS.get(flag.removesuffix(" FILE"), flag)
+
+    return _FLAG.sub(control, text)
 
 
 def get_value(config: Any, option: Option) -> Any:

@@ -12,6 +12,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 import somad
 from somad_gui import app as app_module
 from somad_gui.session import ERROR, WARNING, Session
+from somad_gui.training.clock import FitClock, StageClock
 from somad_gui.training.editors import connect_editor, make_editor, read_value, show_value
 from somad_gui.training.method_form import MethodForm
 from somad_gui.training.options import (
@@ -25,6 +26,7 @@ from somad_gui.training.options import (
 )
 from somad_gui.workers import Job
 
+_OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 SETTINGS_KEY = "training/config"
 METHOD_KEY = "training/method"
 METHOD_OPTIONS_KEY = "training/method_options"
@@ -43,27 +45,6 @@ def _physical_memory() -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
         return None
-
-
-class StageClock:
-    """Time left in the current stage, from the rate since the stage began."""
-
-    def __init__(self, clock=time.monotonic):
-        self._clock = clock
-        self.stage: str | None = None
-        self._start = 0.0
-        self._done0 = 0
-
-    def update(self, stage: str, done: int, total: int) -> float | None:
-        now = self._clock()
-        if stage != self.stage:
-            self.stage, self._start, self._done0 = stage, now, done
-            return None
-        progressed = done - self._done0
-        elapsed = now - self._start
-        if progressed <= 0 or elapsed < 0.5 or total <= 0:
-            return None
-        return elapsed / progressed * max(total - done, 0)
 
 
 class TrainingPanel(QtWidgets.QWidget):
@@ -91,13 +72,13 @@ class TrainingPanel(QtWidgets.QWidget):
             f"{', '.join(map(str, d.features.layers))}, {d.features.image_size} px, {d.som.rows}×{d.som.cols} SOM, "
             f"k = {d.scoring.k}, σ = {d.scoring.sigma:g}"
         )
-        self.defaults_button.clicked.connect(lambda: self.set_config(somad.SomadConfig()))
+        self.defaults_button.clicked.connect(lambda: self.apply_preset(somad.SomadConfig()))
         self.demo_button = QtWidgets.QPushButton("Fast demo")
         self.demo_button.setToolTip(
             "Small and offline: the default backbone on its bundled ImageNet weights, 128 px, 64 dims, 16×16 SOM "
             "(well under a minute on a CPU)"
         )
-        self.demo_button.clicked.connect(lambda: self.set_config(somad.DEMO_CONFIG))
+        self.demo_button.clicked.connect(lambda: self.apply_preset(somad.DEMO_CONFIG))
         self.model_button = QtWidgets.QPushButton("Model's")
         self.model_button.setToolTip("The method, options and settings of the current model, to fit it again")
         self.model_button.clicked.connect(self.use_model_settings)
@@ -215,6 +196,24 @@ class TrainingPanel(QtWidgets.QWidget):
         for option in OPTIONS:
             show_value(option, self.editors[option.name], get_value(config, option))
         self._changed()
+
+    def apply_preset(self, config: Any) -> None:
+        """Show a preset's settings, keeping the weights the user chose (a weights file, random init)."""
+        weights = {name: self.editors[name] for name in ("features.weights", "features.random_init")}
+        chosen = {}
+        for name, editor in weights.items():
+            try:
+                chosen[name] = read_value(_OPTION_BY_NAME[name], editor)
+            except ValueError:
+                chosen[name] = None
+        kept = {
+            "weights": chosen["features.weights"] or None,
+            "random_init": bool(chosen["features.random_init"]),
+        }
+        self.set_config(config.with_changes(features=kept))
+        if kept["weights"] or kept["random_init"]:
+            what = f"weights file {kept['weights']}" if kept["weights"] else "random-init features"
+            self.session.info(f"Preset applied; your weights choice is kept ({what})")
 
     def values(self) -> dict[str, Any]:
         """The form's values keyed by option name; raises ValueError for text that does not parse."""
@@ -381,7 +380,7 @@ class TrainingPanel(QtWidgets.QWidget):
         if job.kind not in ("fit", "score", "load", "dataset", "save"):
             return
         self._job = job
-        self._clock = StageClock()
+        self._clock = FitClock(self.method()) if job.kind == "fit" else StageClock()
         self.stage_label.setText(job.description + "…")
         self.progress.setRange(0, 0)
         self.time_label.setText("")
@@ -396,7 +395,8 @@ class TrainingPanel(QtWidgets.QWidget):
             self.progress.setRange(0, total)
             self.progress.setValue(min(done, total))
         left = self._clock.update(stage, done, total)
-        self.time_label.setText("" if left is None else f"About {format_duration(left)} left in this stage")
+        whole = "in the fit" if isinstance(self._clock, FitClock) else "in this stage"
+        self.time_label.setText("" if left is None else f"About {format_duration(left)} left {whole}")
 
     def _job_finished(self, job: Job) -> None:
         if job is self._job:

@@ -47,6 +47,7 @@ class ViewerWidget(QtWidgets.QWidget):
         self.region_node: int | None = None
         self.load_error: str | None = None
         self.readout_text = ""
+        self._cursor: tuple[float, float] | None = None
         self._lut = overlay.colormap_lut(overlay.DEFAULT_COLORMAP)
 
         # toolbar
@@ -276,7 +277,9 @@ class ViewerWidget(QtWidgets.QWidget):
         if not (0 <= ix < w and 0 <= iy < h):
             self.patchHovered.emit(None)
             return ""
-        parts = [f"x {ix:4d}  y {iy:4d}"]
+        r, g, b = (int(v) for v in self.image[iy, ix])
+        pixel = f"grey {r:3d}" if r == g == b else f"RGB ({r}, {g}, {b})"
+        parts = [f"x {ix:4d}  y {iy:4d}", pixel]
         if self.anomaly_map is not None and self.result is not None:
             parts.append(f"score {float(self.anomaly_map[iy, ix]):9.3f}")
             gy, gx = self.result.patch_at(ix, iy, (h, w))
@@ -286,14 +289,13 @@ class ViewerWidget(QtWidgets.QWidget):
             if cols and node >= 0:
                 parts.append(f"SOM node (row {node // cols}, col {node % cols})")
                 self.patchHovered.emit(np.asarray(self.result.nearest_nodes[gy, gx]).ravel())
-        else:
-            r, g, b = (int(v) for v in self.image[iy, ix])
-            parts.append(f"RGB ({r}, {g}, {b})")
         return "   ".join(parts)
 
     # -- session -> view --------------------------------------------------------------------------------------
     def _current_changed(self, index: int) -> None:
         self.show_entry(index)
+        if self._cursor is not None:  # the cursor stayed over the view: read the new image under it
+            self._hovered(*self._cursor)
 
     def _dataset_changed(self) -> None:
         self._images.clear()
@@ -426,10 +428,12 @@ class ViewerWidget(QtWidgets.QWidget):
         self.quad[2].heat.setOpacity(value / 100.0)
 
     def _hovered(self, x: float, y: float) -> None:
+        self._cursor = (x, y)
         self.readout_text = self.readout_at(x, y)
         self.readout.setText(self.readout_text or " ")
 
     def _left(self) -> None:
+        self._cursor = None
         self.patchHovered.emit(None)
 
     def _som_cols(self) -> int:

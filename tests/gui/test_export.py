@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
+import somad
 from somad import defect_area
 from somad_gui.app import GROUND_TRUTH_RGB, NG_RGB, PREDICTED_RGB
 from somad_gui.export import batch
 from somad_gui.export.controller import ALL, NG_ONLY, SELECTED
-from somad_gui.export.render import RenderStyle, render_annotated, render_four_panel
+from somad_gui.export.render import EXPORT_OPACITY, RenderStyle, render_annotated, render_four_panel
 from somad_gui.store import Entry
 from somad_gui.viewer import overlay
 
@@ -64,6 +65,32 @@ def test_four_panel_figure(style):
     fig = render_four_panel(image, amap, 0.5, style, gt_mask=gt, score=1.0, title="x.png")
     assert fig.shape[1] >= 2 * 160 and fig.shape[0] >= 2 * 120
     assert has_colour(fig, PREDICTED_RGB, 0) and has_colour(fig, GROUND_TRUTH_RGB, 0)
+
+
+def test_export_opacity_and_colours_do_not_follow_the_screen(loaded_window, tmp_path):
+    viewer, exporter = loaded_window.viewer, loaded_window.exporter
+    first = exporter.style()
+    viewer.opacity_slider.setValue(95)
+    second = exporter.style()
+    assert first.opacity == second.opacity == EXPORT_OPACITY
+    s = loaded_window.session
+    assert second.levels == somad.score_report.colour_range(s.model.training_summary, s.threshold)
+
+
+def test_four_panel_figure_has_a_colour_bar_and_says_where_the_image_is(loaded_window, tmp_path):
+    win = loaded_window
+    store = win.session.store
+    entry = int(store.scored_test()[-1])
+    win.browser.select_entry(entry)
+    path = win.exporter.export_figure(tmp_path / "fig.png")
+    figure = cv2.imread(str(path))[..., ::-1]
+    h = win.viewer.image.shape[0]
+    assert figure.shape[0] > 2 * h + 60  # title, two rows of panels and the colour bar under them
+    bar = figure[-40:]
+    assert len(np.unique(bar.reshape(-1, 3), axis=0)) > 50  # a ramp of colours, not a blank strip
+    assert batch.figure_title(store.entries[entry]) == (
+        f"{store.entries[entry].path.parent.name}/{store.entries[entry].name} ({store.entries[entry].defect_type})"
+    )
 
 
 def test_target_names():
@@ -142,6 +169,10 @@ def test_batch_export_all_ng_and_selected_with_report(loaded_window, tmp_path, q
         assert float(row["score"]) == pytest.approx(store.scores[i], rel=1e-5)
         assert (int(row["defect_area_px"]) > 0) == (row["verdict"] == "NG")
         assert row["model_file"] == str(session.model_path)
+        assert row["method"] == "SOMAD" and row["weights"] == session.model.weights_origin
+        assert row["folder"] == str(store.entries[i].path.parent) and row["pixel_threshold"] == row["threshold"]
+        assert int(row["regions"]) == len([b for b in row["region_boxes"].split(";") if b])
+        assert int(row["largest_region_px"]) <= int(row["defect_area_px"])
 
     ng = run(tmp_path / "ng", NG_ONLY, kind=batch.FOUR_PANEL)
     assert len(ng.written) == store.counts()["ng"]

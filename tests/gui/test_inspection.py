@@ -168,3 +168,20 @@ def test_minimum_area_and_separate_pixel_threshold(loaded_window, qtbot):
     assert sum(higher) < total
     window.regions.set_rule(None, 0)
     assert set(np.flatnonzero(store.verdicts == 1)) == set(int(i) for i in ng)
+
+
+def test_unreadable_training_images_are_named_and_marked(window, qtbot, demo_copy, gui_config):
+    s = window.session
+    broken = demo_copy / "train" / "good" / "zz_broken.png"
+    broken.write_bytes(b"not a png")
+    with qtbot.waitSignal(s.datasetChanged, timeout=60_000):
+        window.open_dataset(demo_copy)
+    with qtbot.waitSignal(s.fitFinished, timeout=120_000):
+        s.fit(gui_config)
+    wait_idle(qtbot, s)
+    index = next(e.index for e in s.store.entries if e.path == broken)
+    assert index in s.store.errors and str(broken) in s.store.errors[index]
+    assert str(broken) in window.training.log_text()
+    leaf = window.browser.model.index_of_entry(index, 1)
+    assert leaf.data() == "unreadable"
+    assert s.model.training_summary["n_unreadable"] == 1

@@ -10,8 +10,9 @@ from PySide6 import QtCore, QtWidgets
 
 import somad
 from somad_gui import app as app_module
+from somad_gui.training.clock import FitClock, StageClock
 from somad_gui.training.options import OPTIONS, apply_values, format_bytes, format_duration, parse_layers
-from somad_gui.training.widget import SETTINGS_KEY, StageClock, TrainingPanel
+from somad_gui.training.widget import SETTINGS_KEY, TrainingPanel
 
 from .conftest import small_config, wait_idle
 
@@ -93,6 +94,11 @@ def test_helpers():
     clock = StageClock(clock=iter([0.0, 10.0]).__next__)
     assert clock.update("som", 0, 10) is None
     assert clock.update("som", 5, 10) == pytest.approx(10.0)
+    fit = FitClock("somad", clock=iter([0.0, 10.0, 20.0]).__next__)
+    assert fit.update("backbone", 0, 1) is None
+    # after the backbone and features (11 % of a fit) and half of the SOM (32 %): 43 % done in 10 s
+    assert fit.update("som", 5, 10) == pytest.approx(10 * (1 - 0.43) / 0.43, rel=1e-6)
+    assert fit.update("calibration", 10, 10) == pytest.approx(0.0, abs=1e-9)  # the whole fit covered
 
 
 def test_fit_from_the_panel_scores_and_fills_the_browser(opened, panel, qtbot):
@@ -204,3 +210,20 @@ def test_save_and_load_model(loaded_window, qtbot, tmp_path, dialogs):
         win.load_model_dialog(saved)
     assert session.model_path == saved and session.store.has_results
     assert isinstance(win.training.save_button, QtWidgets.QPushButton)
+
+
+def test_presets_keep_the_weights_choice(panel):
+    panel.editors["features.random_init"].setChecked(True)
+    panel.demo_button.click()
+    assert panel.config().features.random_init
+    assert "weights choice is kept" in panel.log_text()
+    panel.editors["features.random_init"].setChecked(False)
+    panel.defaults_button.click()
+    assert not panel.config().features.random_init
+
+
+def test_window_messages_name_controls_not_flags():
+    from somad_gui.training.options import window_words
+
+    text = window_words("lower --dims, --som-size, --image-size or --max-train; or pass --weights FILE")
+    assert "--" not in text and "“Feature dims”" in text and "“Weights file”" in text
