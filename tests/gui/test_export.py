@@ -170,7 +170,9 @@ def test_batch_export_all_ng_and_selected_with_report(loaded_window, tmp_path, q
         assert (int(row["defect_area_px"]) > 0) == (row["verdict"] == "NG")
         assert row["model_file"] == str(session.model_path)
         assert row["method"] == "SOMAD" and row["weights"] == session.model.weights_origin
-        assert row["folder"] == str(store.entries[i].path.parent) and row["pixel_threshold"] == row["threshold"]
+        assert (
+            row["folder"] == str(store.entries[i].path.parent) and row["pixel_threshold"] == row["threshold"]
+        )
         assert int(row["regions"]) == len([b for b in row["region_boxes"].split(";") if b])
         assert int(row["largest_region_px"]) <= int(row["defect_area_px"])
 
