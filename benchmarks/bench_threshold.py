@@ -1,7 +1,7 @@
 """How long the window takes to follow a threshold move at scale; prints a Markdown table.
 
-The window (offscreen, private settings, 1280 x 800) holds N scored images (synthetic maps of 256 x 256 px,
-real PNG files for the image on show) and the threshold moves M times across the score range, as a slider
+The window (offscreen, private settings, 1280 x 800) holds N scored images (synthetic maps of 256 x 256 px:
+a blob over Gaussian-smoothed noise, as the method's maps are smoothed; real PNG files for the image on show) and the threshold moves M times across the score range, as a slider
 drag does. Each time is from ``session.set_threshold`` until the events it queued are handled and the whole
 window has repainted: every verdict in the browser, the OK/NG counts, the histogram line, the contours of the
 image on show and the Regions list.
@@ -47,7 +47,8 @@ def scored_store(session, n: int, folder: Path, rng: np.random.Generator) -> Non
         base = rng.normal(10.0 if e.label == 1 else 6.0, 2.0)
         cy, cx = rng.uniform(40, 216, 2)
         blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(6, 30) ** 2))
-        amap = (base * (0.5 + 0.5 * blob) + rng.random((256, 256), dtype=np.float32)).astype(np.float32)
+        noise = cv2.GaussianBlur(rng.random((256, 256), dtype=np.float32), (0, 0), 4.0)  # smoothed, as maps are
+        amap = (base * (0.5 + 0.5 * blob) + 4.0 * noise).astype(np.float32)
         results[e.index] = StoredResult(amap, (256, 256), float(amap.max()), None, None, float(amap.min()))
     session.store.set_results(results, {})
     session.resultsChanged.emit()

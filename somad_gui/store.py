@@ -270,6 +270,9 @@ class ResultStore:
         """Image pixels of the image's largest region at the pixel threshold (measured on the kept map, scaled
         to the image's size for images reduced to somad.MAX_MAP_SIDE)."""
         result = self.results[index]
+        total = round(np.count_nonzero(result.anomaly_map >= self.pixel_level) * result.area_scale)
+        if total < self.min_area:
+            return total  # no region can be larger than all of them together: no need to find them
         area = somad.regions.largest_area(result.anomaly_map, self.pixel_level)
         return round(area * result.area_scale)
 
