@@ -234,16 +234,32 @@ def onnx_session(path: str | Path):
         raise DataError(path, f"not a loadable ONNX graph ({type(err).__name__})") from None
 
 
+def graph_runner(path: str | Path):
+    """(input type, input shape, ``run(batch) -> (maps, scores)``) of an exported graph: ONNX through
+    onnxruntime, OpenVINO IR (``.xml``) through OpenVINO in float32."""
+    if Path(path).suffix == ".xml":
+        from somad.export_openvino import ir_runner
+
+        return ir_runner(path)
+    session = onnx_session(path)
+    port = session.get_inputs()[0]
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        maps, scores = session.run(None, {"image": batch})
+        return maps, scores
+
+    return port.type, list(port.shape), run
+
+
 def check_export(model: FittedModel, onnx_path: str | Path, images: list[np.ndarray]) -> ExportCheck:
-    """Score ``images`` (RGB uint8, any size) with the graph and with the Python path at the model's input size;
-    the largest differences and whether every verdict at the model's threshold agrees."""
-    session = onnx_session(onnx_path)
+    """Score ``images`` (RGB uint8, any size) with the graph (ONNX, or OpenVINO IR) and with the Python path at
+    the model's input size; the largest differences and whether every verdict at the model's threshold agrees."""
+    kind, shape, run = graph_runner(onnx_path)
     size = model.config.features.image_size
-    expected = session.get_inputs()[0]
-    if expected.type != "tensor(uint8)" or list(expected.shape[1:]) != [size, size, 3]:
+    if kind != "tensor(uint8)" or list(shape[1:]) != [size, size, 3]:
         raise DataError(
             onnx_path,
-            f"its input is {expected.type} {expected.shape}, the model needs uint8 (N, {size}, {size}, 3)",
+            f"its input is {kind} {shape}, the model needs uint8 (N, {size}, {size}, 3)",
         )
     resized = [resize_for_export(im, size) for im in images]
     python = model.score(resized)
@@ -255,7 +271,7 @@ def check_export(model: FittedModel, onnx_path: str | Path, images: list[np.ndar
         threshold = preferred_threshold(model.thresholds)
     agree = True
     for image, result in zip(resized, python, strict=True):
-        maps, scores = session.run(None, {"image": image[None]})
+        maps, scores = run(image[None])
         span = max(float(result.anomaly_map.max() - result.anomaly_map.min()), 1e-12)
         diff = float(np.abs(maps[0] - result.anomaly_map).max())
         abs_map, rel_map = max(abs_map, diff), max(rel_map, diff / span)

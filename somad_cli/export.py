@@ -13,8 +13,13 @@ def register(subparsers) -> None:
         "export", help="write a model as one ONNX graph: images in, maps and scores out"
     )
     p.add_argument("model")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--format",
+        default="onnx",
+        choices=["onnx", "openvino"],
+        help="onnx (onnxruntime), or openvino: IR converted from the same graph (.xml and .bin)",
+    )
+    p.add_argument("--out", required=True, help="the file to write: .onnx, or .xml for openvino")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(handler=cmd_export)
     p = subparsers.add_parser(
@@ -22,7 +27,7 @@ def register(subparsers) -> None:
         help="score images with an exported graph and with the model; compare maps, scores, verdicts",
     )
     p.add_argument("model")
-    p.add_argument("graph", help="the .onnx file")
+    p.add_argument("graph", help="the exported .onnx file, or an OpenVINO .xml")
     p.add_argument("paths", nargs="+", help="image files or folders")
     p.set_defaults(handler=cmd_check_export)
 
@@ -32,7 +37,13 @@ def cmd_export(args: argparse.Namespace, progress) -> int:
     model = load_any_model(args.model, device="cpu")
     with claimed(args.out):
         out = check_output_file(args.out, overwrite=args.overwrite, inputs=[args.model])
-        export.export_onnx(model, out, model_digest=file_sha256(args.model))
+        if args.format == "openvino":
+            from somad.export_openvino import export_openvino
+
+            check_output_file(out.with_suffix(".bin"), overwrite=args.overwrite, inputs=[args.model])
+            export_openvino(model, out, model_digest=file_sha256(args.model))
+        else:
+            export.export_onnx(model, out, model_digest=file_sha256(args.model))
     size = model.config.features.image_size
     print(
         f"wrote {out}: input image uint8 (N, {size}, {size}, 3) RGB; outputs anomaly_map, score ({model.label})"

@@ -91,3 +91,24 @@ def test_export_and_check_export_from_the_command_line(demo_root, tmp_path, caps
     assert main(["check-export", str(model), str(graph), str(demo_root / "test")]) == 0
     out = capsys.readouterr().out
     assert "agreement" in out and "verdicts at the model's threshold: all agree" in out
+
+
+def test_openvino_ir_from_the_same_graph_scores_as_the_python_path(demo_root, tmp_path, capsys):
+    pytest.importorskip("openvino", reason="OpenVINO is installed by the test extra")
+    model = tmp_path / "m.somad"
+    assert main(["fit", str(demo_root), "--out", str(model), *FAST_FIT]) == 0
+    ir = tmp_path / "m.xml"
+    assert main(["export", str(model), "--format", "openvino", "--out", str(ir)]) == 0
+    assert ir.is_file() and ir.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.somad", "m.xml"]  # nothing left over
+    capsys.readouterr()
+    assert main(["check-export", str(model), str(ir), str(demo_root / "test")]) == 0
+    out = capsys.readouterr().out
+    assert "agreement" in out and "all agree" in out
+    import openvino
+
+    read = openvino.Core().read_model(str(ir))
+    assert read.get_rt_info(["somad", "method"]).astype(str) == "somad"
+    assert read.get_rt_info(["somad", "INFERENCE_PRECISION_HINT"]).astype(str) == "f32"
+    assert main(["export", str(model), "--format", "openvino", "--out", str(tmp_path / "m2.onnx")]) == 2
+    assert ".xml" in capsys.readouterr().err

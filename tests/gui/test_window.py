@@ -80,3 +80,26 @@ def test_defect_types_pane_offers_the_scored_test_images(loaded_window):
     entry = next(e for e in loaded_window.session.store.entries if e.split == "test" and e.label == 1)
     loaded_window.defect_types_dock.image_selected.emit(entry.path)
     assert loaded_window.session.current_entry().path == entry.path
+
+
+def test_every_pane_is_usable_at_1280_by_800(loaded_window, qtbot):
+    window = loaded_window
+    window.resize(1280, 800)
+    window.default_dock_sizes()
+    qtbot.wait(50)
+    inside = window.rect()
+    docks = [window.browser_dock, window.som_dock, window.threshold_dock]
+    for dock in docks:
+        area = QtCore.QRect(dock.mapTo(window, QtCore.QPoint(0, 0)), dock.size())
+        assert inside.contains(area), (dock.windowTitle(), area, inside)
+        assert dock.width() >= 250 and dock.height() >= 150, dock.windowTitle()
+    bar = window.statusBar()
+    assert inside.contains(QtCore.QRect(bar.mapTo(window, QtCore.QPoint(0, 0)), bar.size()))
+    panel = window.threshold
+    for button in (panel.best_f1_button, panel.frr_button, panel.model_button):
+        assert button.isVisible() and button.width() >= button.minimumSizeHint().width(), button.text()
+    assert panel.slider.width() >= 150
+    tree = window.browser.tree
+    assert tree.columnWidth(0) >= 90  # names are readable, not "0…"
+    viewer = window.viewer
+    assert viewer.width() >= 400 and viewer.height() >= 300
