@@ -455,7 +455,7 @@ class MainWindow(QtWidgets.QMainWindow):
         w, h = self.width(), self.height()
         self.resizeDocks(
             [self.browser_dock, self.som_dock],
-            [max(320, round(0.25 * w)), max(260, round(0.22 * w))],
+            [max(340, round(0.28 * w)), max(250, round(0.2 * w))],
             QtCore.Qt.Orientation.Horizontal,
         )
         self.resizeDocks([self.threshold_dock], [max(220, round(0.3 * h))], QtCore.Qt.Orientation.Vertical)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PySide6 import QtCore
 
-WINDOW_SIZE = (1600, 1000)
+WINDOW_SIZE = (1280, 800)
 
 
 def _wait(signal: Any, timeout_s: float) -> bool:

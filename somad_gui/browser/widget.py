@@ -74,14 +74,14 @@ class BrowserWidget(QtWidgets.QWidget):
         self.tree.sortByColumn(NAME, QtCore.Qt.SortOrder.AscendingOrder)
         self.tree.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
         self.tree.setAllColumnsShowFocus(True)
-        self.tree.setIndentation(14)
+        self.tree.setIndentation(10)
         header = self.tree.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(NAME, QtWidgets.QHeaderView.ResizeMode.Stretch)
         metrics = self.fontMetrics()
         for col, sample in ((SCORE, "000.000"), (VERDICT, "00 NG / 00"), (TRUTH, "defective")):
             header.setSectionResizeMode(col, QtWidgets.QHeaderView.ResizeMode.Interactive)
-            header.resizeSection(col, metrics.horizontalAdvance(sample) + 14)
+            header.resizeSection(col, metrics.horizontalAdvance(sample) + 8)
         self.tree.selectionModel().currentChanged.connect(self._current_row_changed)
         header.sortIndicatorChanged.connect(self._sort_changed)
 

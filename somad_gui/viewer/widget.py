@@ -400,7 +400,8 @@ class ViewerWidget(QtWidgets.QWidget):
         if e is None or self.image is None:
             return
         h, w = self.image.shape[:2]
-        parts = [f"<b>{_escape(e.name)}</b>", f"{e.split} / {_escape(e.defect_type)}", f"{w}×{h}"]
+        parts = [f"<b>{_escape(e.name)}</b>", f"{e.split} / {_escape(e.defect_type)}"]
+        self.info_label.setToolTip(f"{e.path}\n{w}×{h} px")
         if self.result is not None:
             parts.append(f"score <b>{self.result.score:.3f}</b>")
             thr = self.session.threshold
