@@ -234,12 +234,42 @@ def onnx_session(path: str | Path):
         raise DataError(path, f"not a loadable ONNX graph ({type(err).__name__})") from None
 
 
+#: The OpenVINO CPU plugin's precision the scores need (it may lower it by default on some processors).
+PRECISION_HINT = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def openvino_package():
+    """The ``openvino`` package, or a one-line error saying how to install it."""
+    try:
+        import openvino
+    except ImportError:
+        raise ConfigError("OpenVINO models need OpenVINO: pip install openvino") from None
+    return openvino
+
+
+def ir_runner(path: str | Path):
+    """(input element type, input shape, ``run(batch) -> (maps, scores)``) of an IR compiled for the CPU in
+    float32; a :class:`DataError` naming the file when it does not load."""
+    openvino = openvino_package()
+    try:
+        compiled = openvino.compile_model(str(path), "CPU", PRECISION_HINT)
+    except Exception as err:
+        raise DataError(path, f"not a loadable OpenVINO model ({type(err).__name__})") from None
+    port = compiled.inputs[0]
+    shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+    kind = "tensor(uint8)" if port.get_element_type() == openvino.Type.u8 else str(port.get_element_type())
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = compiled(batch)
+        return np.asarray(out[compiled.outputs[0]]), np.asarray(out[compiled.outputs[1]])
+
+    return kind, shape, run
+
+
 def graph_runner(path: str | Path):
     """(input type, input shape, ``run(batch) -> (maps, scores)``) of an exported graph: ONNX through
     onnxruntime, OpenVINO IR (``.xml``) through OpenVINO in float32."""
     if Path(path).suffix == ".xml":
-        from somad.export_openvino import ir_runner
-
         return ir_runner(path)
     session = onnx_session(path)
     port = session.get_inputs()[0]

@@ -4,6 +4,7 @@ The IR is the ONNX graph converted as it is, weights kept in float32 (``compress
 ONNX graph's metadata in its ``rt_info`` under ``somad``. OpenVINO's CPU plugin may compute in a lower precision
 by default on some processors, which changes the scores (measured in ``BENCHMARKS.md``): :func:`compile_ir`
 asks for float32, and so must any deployment (``INFERENCE_PRECISION_HINT: f32``, also written in the metadata).
+:func:`somad.export.check_export` compiles it so.
 """
 
 from __future__ import annotations
@@ -12,28 +13,14 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from somad.errors import ConfigError, DataError
-
-#: The CPU plugin's precision the scores need; written in the IR's metadata for deployments.
-PRECISION_HINT = {"INFERENCE_PRECISION_HINT": "f32"}
-
-
-def _openvino():
-    try:
-        import openvino
-    except ImportError:
-        raise ConfigError("--format openvino needs OpenVINO: pip install openvino") from None
-    return openvino
+from somad.errors import DataError
+from somad.export import PRECISION_HINT, export_metadata, export_onnx, openvino_package
 
 
 def export_openvino(model, path: str | Path, model_digest: str | None = None) -> Path:
     """Write ``model`` as OpenVINO IR: ``path`` (``.xml``) and its weights beside it (``.bin``), each atomically,
     the weights first, so a reader never finds an ``.xml`` without its weights."""
-    from somad.export import export_metadata, export_onnx
-
-    openvino = _openvino()
+    openvino = openvino_package()
     path = Path(path)
     if path.suffix != ".xml":
         raise DataError(path, "an OpenVINO model is an .xml file (its weights go beside it in a .bin)")
@@ -48,22 +35,3 @@ def export_openvino(model, path: str | Path, model_digest: str | None = None) ->
         os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
         os.replace(staged, path)
     return path
-
-
-def ir_runner(path: str | Path):
-    """(input element type, input shape, ``run(batch) -> (maps, scores)``) of an IR compiled for the CPU in
-    float32; a :class:`DataError` naming the file when it does not load."""
-    openvino = _openvino()
-    try:
-        compiled = openvino.compile_model(str(path), "CPU", PRECISION_HINT)
-    except Exception as err:
-        raise DataError(path, f"not a loadable OpenVINO model ({type(err).__name__})") from None
-    port = compiled.inputs[0]
-    shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-    kind = "tensor(uint8)" if port.get_element_type() == openvino.Type.u8 else str(port.get_element_type())
-
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = compiled(batch)
-        return np.asarray(out[compiled.outputs[0]]), np.asarray(out[compiled.outputs[1]])
-
-    return kind, shape, run
