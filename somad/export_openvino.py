@@ -2,9 +2,9 @@
 
 The IR is the ONNX graph converted as it is, weights kept in float32 (``compress_to_fp16=False``), with the
 ONNX graph's metadata in its ``rt_info`` under ``somad``. OpenVINO's CPU plugin may compute in a lower precision
-by default on some processors, which changes the scores (measured in ``BENCHMARKS.md``): :func:`compile_ir`
-asks for float32, and so must any deployment (``INFERENCE_PRECISION_HINT: f32``, also written in the metadata).
-:func:`somad.export.check_export` compiles it so.
+by default on some processors, which changes the scores (measured in ``BENCHMARKS.md``):
+:func:`somad.export.check_export` compiles it in float32, and so must any deployment
+(``INFERENCE_PRECISION_HINT: f32``, also written in the metadata).
 """
 
 from __future__ import annotations
