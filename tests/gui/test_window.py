@@ -19,6 +19,22 @@ def test_docks_and_menus(window):
     assert titles == ["&File", "&View", "&Model", "&Help"]
     assert window.windowTitle() == "SOMAD Inspector"
     assert not window.export_action.isEnabled() and not window.save_action.isEnabled()
+    view = next(a.menu() for a in window.menuBar().actions() if a.text() == "&View")
+    names = [a.text() for a in view.actions()]
+    assert {"Defect types", "Regions", "Threshold", "Dataset", "SOM", "Training"} <= set(names)
+
+
+def test_one_elided_status_line(window, qtbot):
+    line = window.status_line
+    text = "Opening /a/very/long/path/" + "x" * 400
+    window.session.info(text)
+    qtbot.wait(10)
+    assert line.full_text == text and line.toolTip() == text
+    assert line.text().endswith("…") and len(line.text()) < len(text)
+    line.show_job("Fitting SOMAD on bottle…")
+    assert line.full_text == "Fitting SOMAD on bottle…"  # the running job's line, not both at once
+    line.show_job("")
+    assert line.full_text == text
 
 
 def drop(window, path: Path) -> None:
