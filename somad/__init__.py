@@ -9,7 +9,7 @@ Importing this package never imports Qt. Typical use::
     model.save("bottle.somad")
 """
 
-from somad import bench, defects, export, metrics, regions, render, score_report
+from somad import bench, defects, export, metrics, regions, render, score_report, training
 from somad.atomic import write_atomically, write_bytes_atomically, write_text_atomically
 from somad.bundled_weights import BUNDLED_PACKAGES, describe_origin
 from somad.config import FeatureConfig, ScoringConfig, SomadConfig, SomConfig, StatisticsConfig
@@ -158,6 +158,7 @@ __all__ = [
     "starting_threshold",
     "store_thresholds",
     "threshold_to_use",
+    "training",
     "truth_masks",
     "verdict",
     "write_atomically",

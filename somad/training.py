@@ -1,10 +1,15 @@
 """Fitting any method on good images: features, the detector's own fit, calibration, training summary.
 
 One path for every method (Algorithm 1 of SOMAD for ``method="somad"``): the training images go through the
-backbone once (:func:`somad.extraction.extract_feature_set`), the detector learns from their features, and the
-model is calibrated on the same images: its ``train_false_reject_1pct`` threshold rejects 1 % of their own
-scores (optimistic for memory-based methods such as PatchCore, KDE and LOF, whose training images score near
-zero: prefer a threshold stored after an evaluation).
+backbone once (:func:`somad.extraction.extract_feature_set`) and the detector learns from their features.
+
+Calibration on held-out images: a model scores the images it learned from far lower than new good parts (each
+training patch is in its own node's Gaussian, or in PatchCore's memory), so a threshold from those scores
+rejects most new parts. With at least :data:`MIN_HELD_OUT_TRAINING` images, every :data:`HELD_OUT_EVERY`-th
+is held out: the detector is fitted on the others, scores the held-out ones as it will score new parts, and
+``train_false_reject_1pct`` rejects 1 % of those scores; then the detector takes in every image
+(:meth:`Detector.absorb`: SOMAD fits its node statistics on all patches with the map it has, other methods fit
+again). Fewer images are calibrated in-sample, as the summary's ``calibration`` says.
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ from somad.progress import CancelCheck, Monitor, ProgressCallback
 
 #: Training images scored together during calibration.
 CALIBRATION_BATCH = 32
+#: Every this-many-th training image is held out for calibration ...
+HELD_OUT_EVERY = 5
+#: ... when there are at least this many.
+MIN_HELD_OUT_TRAINING = 10
+
+
+def held_out(n: int) -> list[int]:
+    """Indices of the training images held out for calibration: every :data:`HELD_OUT_EVERY`-th, spread over
+    the list; none below :data:`MIN_HELD_OUT_TRAINING` images."""
+    if n < MIN_HELD_OUT_TRAINING:
+        return []
+    return list(range(HELD_OUT_EVERY // 2, n, HELD_OUT_EVERY))
 
 
 def training_paths(train: Dataset | Sequence[str | Path], max_train: int | None) -> list[Path]:
@@ -128,9 +145,14 @@ def fit(
         raise DataError(paths[0].parent, f"none of the {len(paths)} training images could be read")
     timings["features"] = time.perf_counter() - t0
 
+    features = extracted.features
+    calibration = held_out(len(extracted.paths))
+    learn = features
+    if calibration:
+        learn = features.select(sorted(set(range(len(extracted.paths))) - set(calibration)))
     t0 = time.perf_counter()
-    detector.fit(extracted.features, monitor)
-    timings.update(detector.fit_seconds or {"fit": time.perf_counter() - t0})
+    detector.fit(learn, monitor)
+    fit_seconds = dict(detector.fit_seconds)
     model = FittedModel(
         method=method,
         config=detector.config,  # as fitted: an Auto map size is resolved
@@ -140,16 +162,22 @@ def fit(
         device=device,
         _extractor=extractor,
     )
-    t0 = time.perf_counter()
-    train_scores = calibrate(
-        model, FeatureSet(extracted.features.patches, extracted.features.pooled), monitor
-    )
-    timings["calibration"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    scored = features.select(calibration) if calibration else features
+    train_scores = calibrate(model, FeatureSet(scored.patches, scored.pooled), monitor)
+    t2 = time.perf_counter()
+    timings.update(fit_seconds or {"fit": t1 - t0})
+    timings["calibration"] = t2 - t1
+    if calibration:
+        detector.absorb(features, monitor)
+        model.config = detector.config
+        timings["all images"] = time.perf_counter() - t2
     summary = {
         "method": method,
         "category": train.name if isinstance(train, Dataset) else None,
         "n_images": len(extracted.paths),
         "n_unreadable": len(extracted.unreadable),
+        "calibration": f"held-out {len(calibration)} images" if calibration else "in-sample",
         "grid_shape": list(extractor.grid_shape) if detector.needs_patches else [0, 0],
         "feature_channels": int(sum(extractor.layout.stage_channels)),
         **detector.fit_summary,

@@ -153,6 +153,11 @@ class Detector(ABC):
     def fit(self, features: FeatureSet, monitor: Monitor | None = None) -> Detector:
         """Learn from the training images' features; returns ``self``."""
 
+    def absorb(self, features: FeatureSet, monitor: Monitor | None = None) -> Detector:
+        """Take in every training image after a fit on part of them (the rest held out for calibration,
+        :func:`somad.training.fit`); ``features`` holds them all. By default, fit again on all of them."""
+        return self.fit(features, monitor)
+
     @abstractmethod
     def score(self, features: FeatureSet) -> torch.Tensor:
         """Patch scores (B, gh', gw') when ``gives_maps``, else image scores (B,); higher = more anomalous."""

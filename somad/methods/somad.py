@@ -188,6 +188,29 @@ class SomadDetector(Detector):
         self.fit_seconds = dict(fitted.seconds)
         return self
 
+    def absorb(self, features: FeatureSet, monitor: Monitor | None = None) -> SomadDetector:
+        """Node statistics (Eq. 2) over the patches of ``features`` (every training image) on the fitted map:
+        the images held out for calibration join the Gaussians; the SOM, an index of the nodes, stays."""
+        monitor = monitor or Monitor()
+        self._check_fitted()
+        storage = self.device if self.device.type == "cuda" else torch.device("cpu")
+        grid = self._aggregated(features.patches.to(storage, torch.float32))
+        patches = grid.reshape(-1, grid.shape[-1])
+        t0 = time.perf_counter()
+        som = BatchSOM(self.config.som.rows, self.config.som.cols, patches.shape[1], self.device)
+        som.weights = self.som_weights
+        nearest = som.nearest(patches, 1)[0][:, 0]
+        stats = self.config.statistics
+        self.gaussians = fit_node_gaussians(
+            patches, nearest, som.n_nodes, self.som_weights, stats.lam, stats.shrinkage, self.device, monitor
+        )
+        self._search = None  # the nodes with hits may have changed
+        self.fit_summary.update(
+            n_patches=int(patches.shape[0]), nodes_with_hits=int(self.gaussians.valid.sum())
+        )
+        self.fit_seconds["statistics"] = self.fit_seconds.get("statistics", 0.0) + time.perf_counter() - t0
+        return self
+
     def _searched_nodes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The nodes with hits (only they are ever returned) and their weights, kept while the map is the same."""
         cached = getattr(self, "_search", None)
