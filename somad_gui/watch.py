@@ -2,13 +2,16 @@
 growing (its size and modification time unchanged between two looks), so a file still being copied is never
 read half-written.
 
-A ``QFileSystemWatcher`` on the folder wakes the watcher at once on local disks; a slow timer polls as well,
-for sub-folders and network shares, whose changes the system may not report.
+A ``QFileSystemWatcher`` on the folder wakes the watcher at once on local disks; a slow timer looks as well,
+for sub-folders and network shares, whose changes the system may not report. The folder is listed on a
+background thread, so a large or slow folder never holds up the window; :meth:`FolderWatcher.poll` looks at
+once, on the caller's thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PySide6 import QtCore
@@ -18,21 +21,41 @@ import somad
 POLL_MS = 2000
 SETTLE_MS = 400
 
+Stamps = dict[Path, tuple[int, int]]
+
+
+def scan(folder: Path, known: set[Path]) -> Stamps:
+    """(size, modification time) of the images under ``folder`` that are not in ``known``."""
+    found: Stamps = {}
+    for path in somad.list_images(folder, recursive=True):
+        if path in known:
+            continue
+        try:
+            info = path.stat()
+        except OSError:  # gone again, or not readable yet
+            continue
+        found[path] = (info.st_size, info.st_mtime_ns)
+    return found
+
 
 class FolderWatcher(QtCore.QObject):
     filesReady = QtCore.Signal(list)  # list[Path], in name order
+    _scanned = QtCore.Signal(object, object)  # folder, Stamps (from the listing thread)
 
     def __init__(self, parent: QtCore.QObject | None = None):
         super().__init__(parent)
         self.folder: Path | None = None
         self._known: set[Path] = set()
-        self._pending: dict[Path, tuple[int, int]] = {}
+        self._pending: Stamps = {}
+        self._scanning = False
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="somad-watch")
+        self._scanned.connect(self._settle)
         self._system = QtCore.QFileSystemWatcher(self)
         self._system.directoryChanged.connect(lambda _p: self._soon.start())
         self._soon = QtCore.QTimer(self, singleShot=True, interval=SETTLE_MS)
-        self._soon.timeout.connect(self.poll)
+        self._soon.timeout.connect(self._look)
         self._timer = QtCore.QTimer(self, interval=POLL_MS)
-        self._timer.timeout.connect(self.poll)
+        self._timer.timeout.connect(self._look)
 
     @property
     def watching(self) -> bool:
@@ -56,27 +79,30 @@ class FolderWatcher(QtCore.QObject):
         self._soon.stop()
 
     def poll(self) -> list[Path]:
-        """Look once: report (and return) the new images that have settled since the last look."""
+        """Look once, now: report (and return) the new images that have settled since the last look."""
         if self.folder is None:
             return []
-        ready: list[Path] = []
-        for path in somad.list_images(self.folder, recursive=True):
-            if path in self._known:
-                continue
-            try:
-                info = path.stat()
-            except OSError:  # gone again, or not readable yet
-                self._pending.pop(path, None)
-                continue
-            stamp = (info.st_size, info.st_mtime_ns)
-            if info.st_size > 0 and self._pending.get(path) == stamp:
-                ready.append(path)
-                self._known.add(path)
-                del self._pending[path]
-            else:
-                self._pending[path] = stamp
+        return self._settle(self.folder, scan(self.folder, set(self._known)))
+
+    def _look(self) -> None:
+        """Look on the listing thread; the answer comes back to this thread through ``_scanned``."""
+        if self.folder is None or self._scanning:
+            return
+        self._scanning = True
+        folder, known = self.folder, set(self._known)
+        self._pool.submit(lambda: self._scanned.emit(folder, scan(folder, known)))
+
+    def _settle(self, folder: Path, stamps: Stamps) -> list[Path]:
+        self._scanning = False
+        if folder != self.folder:
+            return []  # stopped, or another folder, meanwhile
+        ready = [p for p, stamp in stamps.items() if p not in self._known and self._pending.get(p) == stamp]
+        ready = [p for p in ready if stamps[p][0] > 0]
+        self._known.update(ready)
+        self._pending = {p: s for p, s in stamps.items() if p not in self._known}
         if self._pending:
             self._soon.start()  # look again shortly, so a settled file is not kept waiting for the slow poll
         if ready:
+            ready.sort()
             self.filesReady.emit(ready)
         return ready

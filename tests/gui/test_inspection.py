@@ -185,3 +185,25 @@ def test_unreadable_training_images_are_named_and_marked(window, qtbot, demo_cop
     leaf = window.browser.model.index_of_entry(index, 1)
     assert leaf.data() == "unreadable"
     assert s.model.training_summary["n_unreadable"] == 1
+
+
+def test_a_file_is_reported_once_it_stops_growing(qtbot, gui_demo, tmp_path):
+    from somad_gui.watch import FolderWatcher
+
+    source = sorted((gui_demo / "test").rglob("*.png"))[0].read_bytes()
+    watcher = FolderWatcher()
+    (tmp_path / "old.png").write_bytes(source)
+    watcher.start(tmp_path, [tmp_path / "old.png"])
+    growing = tmp_path / "sub" / "new.png"
+    growing.parent.mkdir()
+    growing.write_bytes(source[:100])
+    assert watcher.poll() == []  # first seen
+    with open(growing, "ab") as handle:
+        handle.write(source[100:])
+    assert watcher.poll() == []  # still growing
+    assert watcher.poll() == [growing]  # unchanged since the last look
+    assert watcher.poll() == []  # reported once
+    with qtbot.waitSignal(watcher.filesReady, timeout=10_000) as blocker:  # the timers, on the listing thread
+        (tmp_path / "later.png").write_bytes(source)
+    assert blocker.args[0] == [tmp_path / "later.png"]
+    watcher.stop()
