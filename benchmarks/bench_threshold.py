@@ -47,7 +47,9 @@ def scored_store(session, n: int, folder: Path, rng: np.random.Generator) -> Non
         base = rng.normal(10.0 if e.label == 1 else 6.0, 2.0)
         cy, cx = rng.uniform(40, 216, 2)
         blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(6, 30) ** 2))
-        noise = cv2.GaussianBlur(rng.random((256, 256), dtype=np.float32), (0, 0), 4.0)  # smoothed, as maps are
+        noise = cv2.GaussianBlur(
+            rng.random((256, 256), dtype=np.float32), (0, 0), 4.0
+        )  # smoothed, as maps are
         amap = (base * (0.5 + 0.5 * blob) + 4.0 * noise).astype(np.float32)
         results[e.index] = StoredResult(amap, (256, 256), float(amap.max()), None, None, float(amap.min()))
     session.store.set_results(results, {})

@@ -94,11 +94,14 @@ def test_helpers():
     clock = StageClock(clock=iter([0.0, 10.0]).__next__)
     assert clock.update("som", 0, 10) is None
     assert clock.update("som", 5, 10) == pytest.approx(10.0)
-    fit = FitClock("somad", clock=iter([0.0, 10.0, 20.0]).__next__)
+    fit = FitClock("somad", clock=iter([0.0, 10.0, 20.0, 30.0]).__next__)
     assert fit.update("backbone", 0, 1) is None
-    # after the backbone and features (11 % of a fit) and half of the SOM (32 %): 43 % done in 10 s
-    assert fit.update("som", 5, 10) == pytest.approx(10 * (1 - 0.43) / 0.43, rel=1e-6)
-    assert fit.update("calibration", 10, 10) == pytest.approx(0.0, abs=1e-9)  # the whole fit covered
+    # after the backbone and features (13 % of a fit) and half of the SOM (28 %): 41 % done in 10 s
+    assert fit.update("som", 5, 10) == pytest.approx(10 * (1 - 0.41) / 0.41, rel=1e-6)
+    # the statistics again after the calibration: the last stage, not back to the first statistics
+    assert fit.fraction("calibration", 1, 1) == pytest.approx(0.81)
+    assert fit.update("statistics", 0, 10) == pytest.approx(20 * (1 - 0.81) / 0.81, rel=1e-6)
+    assert fit.update("statistics", 10, 10) == pytest.approx(0.0, abs=1e-9)  # the whole fit covered
 
 
 def test_fit_from_the_panel_scores_and_fills_the_browser(opened, panel, qtbot):
