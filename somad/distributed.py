@@ -27,6 +27,7 @@ class ScoredRow:
     path: str
     row: list
     error: str
+    warning: str = ""
 
 
 class _Scorer:
@@ -60,11 +61,12 @@ class _Scorer:
         import numpy as np
 
         from somad.data import read_image
+        from somad.errors import ImageReadError
         from somad.model import score_paths
         from somad.regions import find_regions
         from somad.score_report import csv_row, write_pictures
 
-        out: dict[str, list] = {"index": [], "path": [], "row": [], "error": []}
+        out: dict[str, list] = {"index": [], "path": [], "row": [], "error": [], "warning": []}
         for index, paths, stems in zip(batch["index"], batch["paths"], batch["stems"], strict=True):
             chunk = [str(p) for p in paths]
             results, failed = score_paths(self.model, chunk)
@@ -75,24 +77,31 @@ class _Scorer:
                 if result is None:
                     out["row"].append(json.dumps(csv_row(Path(path), None, None, self.rule, self.model_name)))
                     out["error"].append(errors.get(path, "unreadable"))
+                    out["warning"].append("")
                     continue
-                regions = None
+                regions, warning = None, ""
                 if result.anomaly_map is not None:
                     regions = find_regions(result.anomaly_map, self.rule.pixel_level)
                     if self.pictures_to is not None:
-                        write_pictures(
-                            Path(self.pictures_to),
-                            str(stem),
-                            read_image(path),
-                            result.anomaly_map,
-                            result.score,
-                            self.rule,
-                            self.colours,
-                            self.shown_folder,
-                        )
+                        try:
+                            image = read_image(path)
+                        except ImageReadError as err:  # gone or changed since it was scored: its row stays
+                            warning = f"no pictures: {err.reason}"
+                        else:
+                            write_pictures(
+                                Path(self.pictures_to),
+                                str(stem),
+                                image,
+                                result.anomaly_map,
+                                result.score,
+                                self.rule,
+                                self.colours,
+                                self.shown_folder,
+                            )
                 row = csv_row(Path(path), result.score, regions, self.rule, self.model_name)
                 out["row"].append(json.dumps(row))
                 out["error"].append("")
+                out["warning"].append(warning)
         return {key: np.asarray(value, dtype=object) for key, value in out.items()}
 
 
@@ -189,4 +198,4 @@ def _run(
         if started:
             ray.shutdown()
     rows = sorted(scored, key=lambda r: int(r["index"]))
-    return [ScoredRow(str(r["path"]), json.loads(r["row"]), str(r["error"])) for r in rows]
+    return [ScoredRow(str(r["path"]), json.loads(r["row"]), str(r["error"]), str(r["warning"])) for r in rows]

@@ -169,6 +169,7 @@ def fit(
     timings.update(fit_seconds or {"fit": t1 - t0})
     timings["calibration"] = t2 - t1
     if calibration:
+        del learn, scored  # the copies of the held-out split: not kept while the detector takes in all images
         detector.absorb(features, monitor)
         model.config = detector.config
         timings["all images"] = time.perf_counter() - t2

@@ -16,7 +16,9 @@ mean ``mu_j`` and, through its stored factor ``W_j`` (``Sigma_j^{-1} = W_j^T W_j
 
 3. Covariances, the pooled one and the factors follow Eq. 2 as at fit time.
 
-Thresholds stay as they were (the user's operating point); the summary counts the new images.
+Thresholds stay as they were (the user's operating point); the summary counts the new images. The old scatters
+come from float32 factors: at the default lambda (0.01) distances after an update agree with a refit on all
+patches to about 0.5 %; with a much smaller lambda the recovery loses precision, and repeated updates add up.
 """
 
 from __future__ import annotations

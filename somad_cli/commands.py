@@ -10,6 +10,7 @@ import numpy as np
 
 from somad import (
     DataError,
+    ImageReadError,
     ModelFileError,
     SomadError,
     VerdictRule,
@@ -116,6 +117,8 @@ def _score_on_ray(folder: Path, model, paths: list[Path], rule: VerdictRule, arg
     )
     rows = []
     for path, row in zip(paths, scored, strict=True):
+        if row.warning:
+            warn(DataError(path, row.warning))
         if row.error:
             err = DataError(path, row.error.split(": ", 1)[-1])
             if args.strict:
@@ -147,8 +150,14 @@ def _score_into(folder: Path, model, paths: list[Path], rule: VerdictRule, args,
         if result.anomaly_map is not None:
             regions = find_regions(result.anomaly_map, rule.pixel_level)
             if not args.no_pictures:
-                image = read_image(path)
-                write_pictures(folder, stem, image, result.anomaly_map, result.score, rule, colours, args.out)
+                try:
+                    image = read_image(path)
+                except ImageReadError as err:  # gone or changed since it was scored: its row stays
+                    warn(DataError(path, f"no pictures: {err.reason}"))
+                else:
+                    write_pictures(
+                        folder, stem, image, result.anomaly_map, result.score, rule, colours, args.out
+                    )
         rows.append(csv_row(path, result.score, regions, rule, args.model))
     write_scores_csv(folder, rows)
     return rows

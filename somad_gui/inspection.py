@@ -100,5 +100,9 @@ class Inspection(QtCore.QObject):
     def _dataset_changed(self) -> None:
         s = self.session
         self._queue = []
-        if self.watching and (not s.inspecting or Path(s.dataset.root) != self.watcher.folder):
+        if not self.watching:
+            return
+        if not s.inspecting or Path(s.dataset.root) != self.watcher.folder:
             self.watch(False)
+        else:  # the same folder opened again: watch on from what it lists now
+            self.watcher.start(s.dataset.root, [e.path for e in s.store.entries])

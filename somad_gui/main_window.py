@@ -288,7 +288,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._refresh_recent_menu()
 
     def _dataset_changed(self) -> None:
-        if self.session.dataset_path is not None:
+        if self.session.dataset_path is not None and not self.session.inspecting:
             self._remember_dataset(self.session.dataset_path)
         self._update_title()
 
@@ -429,11 +429,8 @@ class MainWindow(QtWidgets.QMainWindow):
             event.acceptProposedAction()
 
     def open_path(self, path: Path):
-        """A dropped or command-line path: a folder opens as a dataset (as new images to inspect when a model is
-        loaded and the folder has no training images of its own), a .somad file loads as a model."""
+        """A dropped or command-line path: a folder opens as a dataset, a .somad file loads as a model."""
         if path.is_dir():
-            if self.session.model is not None and not (path / "train").is_dir():
-                return self.session.inspect_folder(path)
             return self.open_dataset(path)
         if path.suffix == ".somad":
             return self.load_model_dialog(path)

@@ -140,7 +140,7 @@ class Session(QtCore.QObject):
             self.warn(f"{dataset.name}: no good test images: false-reject presets and AUROC are unavailable")
         if n_test and not dataset.has_masks:
             self.info(f"{dataset.name}: no ground-truth masks: outlines and pixel metrics are off")
-        if not n_train:
+        if not n_train and getattr(dataset, "layout", "") != "inspection":
             self.warn(f"{dataset.name}: no training images: load a model to score the test images")
         self.datasetChanged.emit()
         self.currentChanged.emit(-1)
@@ -192,8 +192,8 @@ class Session(QtCore.QObject):
         if self.dataset is None:
             self.error("Open a dataset before fitting a model")
             return None
-        if self.jobs.is_busy("fit"):
-            self.warn("A fit is already running")
+        if self.jobs.is_busy("fit") or self.jobs.is_busy("update"):
+            self.warn("A fit or an update of the model is already running")
             return None
         if not self.confirm_replace("fit a new one"):
             return None
@@ -279,6 +279,9 @@ class Session(QtCore.QObject):
 
     def set_model(self, model: Any, path: str | Path | None = None, *, unsaved: bool = False) -> None:
         self.jobs.cancel("score")
+        if self.store.pixel_threshold is not None:  # raw units of the previous model: not this one's
+            self.store.set_rule(None, self.store.min_area)
+            self.ruleChanged.emit()
         self.model = model
         self.model_path = None if path is None else Path(path)
         self.model_unsaved = unsaved
@@ -292,7 +295,7 @@ class Session(QtCore.QObject):
             )
         self.modelChanged.emit()
         self.resultsChanged.emit()
-        if self.dataset is not None and self.dataset.test:
+        if self.dataset is not None and bool(self.store.is_test.any()):
             # Start scoring on the next turn of the event loop: the views repaint for the new model first, so
             # the window never spends the hand-over and the scoring start in one uninterrupted stretch.
             QtCore.QTimer.singleShot(0, self, lambda m=model: self._score_if_current(m))
@@ -305,6 +308,9 @@ class Session(QtCore.QObject):
         """Update the SOMAD model with these images as good parts (no refit from scratch), then rescore."""
         if self.model is None or not self.has_som:
             self.error("Adding good parts updates a SOMAD model: fit or load one first")
+            return None
+        if self.jobs.is_busy("fit") or self.jobs.is_busy("update"):
+            self.warn("A fit or an update of the model is already running: add the good parts afterwards")
             return None
         paths = [self.store.entries[i].path for i in entries]
         if not paths:
@@ -407,8 +413,10 @@ class Session(QtCore.QObject):
 
     def set_region_rule(self, pixel_threshold: float | None, min_area: int) -> None:
         """A separate pixel threshold (``None``: the image threshold) and the minimum defect area of NG."""
-        if pixel_threshold is not None and not math.isfinite(pixel_threshold):
-            return
+        if pixel_threshold is not None and not (
+            math.isfinite(pixel_threshold) and math.isfinite(self.threshold)
+        ):
+            pixel_threshold = None  # a separate pixel threshold only once there is a threshold to start from
         if (pixel_threshold, int(min_area)) == (self.store.pixel_threshold, self.store.min_area):
             return
         changed = self.store.set_rule(pixel_threshold, int(min_area))

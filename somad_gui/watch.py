@@ -90,7 +90,15 @@ class FolderWatcher(QtCore.QObject):
             return
         self._scanning = True
         folder, known = self.folder, set(self._known)
-        self._pool.submit(lambda: self._scanned.emit(folder, scan(folder, known)))
+
+        def listing() -> None:
+            try:
+                found = scan(folder, known)
+            except OSError:  # the share dropped, a sub-folder went: nothing new this time, look again later
+                found = {}
+            self._scanned.emit(folder, found)
+
+        self._pool.submit(listing)
 
     def _settle(self, folder: Path, stamps: Stamps) -> list[Path]:
         self._scanning = False

@@ -150,6 +150,29 @@ def test_score_writes_csv_and_pictures(cli_model, demo_root, tmp_path, capsys):
     assert image is not None and image.shape == (96, 96, 3)
 
 
+def test_an_image_gone_after_scoring_keeps_its_row_without_pictures(
+    cli_model, demo_root, tmp_path, monkeypatch, capsys
+):
+    import somad
+
+    images = sorted((demo_root / "test").rglob("*.png"))[:3]
+    gone = images[1]
+    real = somad.read_image
+
+    def read_image(path, *args, **kwargs):  # the pictures' second read finds the file gone
+        if Path(path) == gone:
+            raise somad.ImageReadError(path, "no such file")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(somad, "read_image", read_image)
+    out = tmp_path / "o"
+    assert main(["score", str(cli_model[0]), *map(str, images), "--out", str(out)]) == 0
+    assert f"{gone}: no pictures: no such file" in capsys.readouterr().err
+    rows = {r[0]: r for r in _csv_rows(out / "scores.csv")[1:]}
+    assert rows[str(gone)][2] in ("OK", "NG") and len(rows) == 3
+    assert not (out / f"{gone.stem}_overlay.png").exists() or gone.stem == images[0].stem
+
+
 def test_minimum_area_turns_small_defects_ok(cli_model, demo_root, tmp_path, capsys):
     out = tmp_path / "plain"
     assert main(["score", str(cli_model[0]), str(demo_root / "test"), "--out", str(out)]) == 0

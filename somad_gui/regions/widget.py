@@ -106,7 +106,23 @@ class RegionsPanel(QtWidgets.QWidget):
             self.regionActivated.emit(self.regions[row].box)
 
     # -- session -> view --------------------------------------------------------------------------------------
+    def _sync_controls(self) -> None:
+        """The controls as the session's rule is (a new model resets the pixel threshold)."""
+        store = self.session.store
+        separate = store.pixel_threshold is not None
+        for widget in (self.separate, self.pixel, self.min_area):
+            widget.blockSignals(True)
+        self.separate.setChecked(separate)
+        self.separate.setEnabled(math.isfinite(self.session.threshold))
+        self.pixel.setEnabled(separate)
+        if separate:
+            self.pixel.setValue(store.pixel_threshold)
+        self.min_area.setValue(store.min_area)
+        for widget in (self.separate, self.pixel, self.min_area):
+            widget.blockSignals(False)
+
     def refresh(self, *_args) -> None:
+        self._sync_controls()
         store = self.session.store
         index = self.session.current
         self.regions = store.regions(index) if index >= 0 else []

@@ -57,6 +57,10 @@ def test_a_watched_folder_scores_files_as_they_arrive(loaded_window, qtbot, gui_
     # the same image scores the same in the worker's batch and alone
     again = window.inspection.watcher.poll()
     assert again == []  # reported once only
+    with qtbot.waitSignal(s.scoringFinished, timeout=60_000):  # a new model scores the arrived image too
+        s.set_model(s.model, s.model_path)
+    wait_idle(qtbot, s)
+    assert len(s.store) == 3 and s.store.scored.all()
     window.watch_action.setChecked(False)
     assert not window.inspection.watching
     assert len(sources) == 2
@@ -168,6 +172,10 @@ def test_minimum_area_and_separate_pixel_threshold(loaded_window, qtbot):
     assert sum(higher) < total
     window.regions.set_rule(None, 0)
     assert set(np.flatnonzero(store.verdicts == 1)) == set(int(i) for i in ng)
+    window.regions.set_rule(s.threshold * 1.2, 0)
+    with qtbot.waitSignal(s.scoringFinished, timeout=60_000):  # another model: its own raw units
+        s.set_model(s.model, s.model_path)
+    assert s.store.pixel_threshold is None and not window.regions.separate.isChecked()
 
 
 def test_unreadable_training_images_are_named_and_marked(window, qtbot, demo_copy, gui_config):
