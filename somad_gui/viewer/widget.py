@@ -401,15 +401,18 @@ class ViewerWidget(QtWidgets.QWidget):
             return
         h, w = self.image.shape[:2]
         parts = [f"<b>{_escape(e.name)}</b>", f"{e.split} / {_escape(e.defect_type)}"]
-        self.info_label.setToolTip(f"{e.path}\n{w}×{h} px")
+        area = self.session.store.min_area
+        self.info_label.setToolTip(
+            f"{e.path}\n{w}×{h} px" + (f"\n* NG needs a defect region of {area} px or more" if area else "")
+        )
         if self.result is not None:
             parts.append(f"score <b>{self.result.score:.3f}</b>")
             thr = self.session.threshold
             if math.isfinite(thr):
                 ng = int(self.session.store.verdicts[e.index]) == 1
                 rgb = NG_RGB if ng else OK_RGB
-                rule = f" and {self.session.store.min_area} px" if self.session.store.min_area else ""
-                parts.append(f"<b style='color:rgb{rgb}'>{'NG' if ng else 'OK'}</b> at {thr:.3f}{rule}")
+                rule = "*" if self.session.store.min_area else ""  # the Regions pane says what the area adds
+                parts.append(f"<b style='color:rgb{rgb}'>{'NG' if ng else 'OK'}</b>{rule} at {thr:.3f}")
         elif e.index in self.session.store.errors:
             parts.append("<span style='color:#b91c1c'>unreadable</span>")
         elif e.split == "test" and self.session.model is not None:
