@@ -57,6 +57,27 @@ def largest_area(anomaly_map: np.ndarray, pixel_threshold: float) -> int:
     return int(stats[1:, cv2.CC_STAT_AREA].max())
 
 
+def critical_level(anomaly_map: np.ndarray, min_area: int, scale: float = 1.0) -> float:
+    """The highest level at which ``anomaly_map`` has a region of at least ``min_area`` pixels, each map pixel
+    counting ``scale`` image pixels (rounded as the window rounds); ``-inf`` when it has none at any level.
+
+    The largest region can only shrink as the level rises (every region at a higher level lies inside one at a
+    lower level), so a binary search over the map's sorted values finds it, and an image with this map has a
+    large enough region at level ``t`` exactly when ``t <= critical_level``.
+    """
+    values = np.unique(np.asarray(anomaly_map, dtype=np.float32))
+    if round(largest_area(anomaly_map, float(values[0])) * scale) < min_area:
+        return -np.inf
+    lo, hi = 0, values.size - 1  # the predicate holds at lo; find the last index where it does
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if round(largest_area(anomaly_map, float(values[mid])) * scale) >= min_area:
+            lo = mid
+        else:
+            hi = mid - 1
+    return float(values[lo])
+
+
 def format_boxes(regions: list[Region]) -> str:
     """Boxes as ``x y w h`` separated by ``;`` (the CSV's ``boxes`` column)."""
     return ";".join(" ".join(str(v) for v in r.box) for r in regions)

@@ -419,9 +419,24 @@ class Session(QtCore.QObject):
             pixel_threshold = None  # a separate pixel threshold only once there is a threshold to start from
         if (pixel_threshold, int(min_area)) == (self.store.pixel_threshold, self.store.min_area):
             return
+        area_changed = int(min_area) != self.store.min_area
         changed = self.store.set_rule(pixel_threshold, int(min_area))
         self.ruleChanged.emit()
         self.verdictsChanged.emit(changed)
+        if area_changed and self.store.min_area > 0:
+            self._measure_regions()
+
+    def _measure_regions(self) -> None:
+        """Each image's critical level for the minimum area, in the worker, so threshold moves need no regions."""
+        self.jobs.cancel("regions")
+        store, area, generation = self.store, self.store.min_area, self.store.generation
+        job = self.jobs.start("regions", lambda **_kw: store.critical_levels(), "Measuring defect regions")
+
+        def done(levels: dict) -> None:
+            if store is self.store and store.min_area == area and store.generation == generation:
+                store.critical.update({i: v for i, v in levels.items() if i in store.results})
+
+        job.succeeded.connect(done)
 
     def set_threshold(self, value: float) -> None:
         value = float(value)

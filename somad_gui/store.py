@@ -167,6 +167,11 @@ class ResultStore:
         #: smallest region an NG verdict needs (0: none).
         self.pixel_threshold: float | None = None
         self.min_area = 0
+        #: Each image's critical level for ``min_area`` (somad.regions.critical_level): with it, the region test
+        #: of a threshold move is one comparison; images without one yet are measured at the move.
+        self.critical: dict[int, float] = {}
+        #: Counts changes of the results, so work started on older results can tell.
+        self.generation = 0
 
     @classmethod
     def from_dataset(cls, dataset: Any) -> ResultStore:
@@ -177,6 +182,8 @@ class ResultStore:
 
     # -- results ---------------------------------------------------------------------------------------------
     def clear_results(self) -> None:
+        self.generation += 1
+        self.critical.clear()
         self.scores[:] = np.nan
         self.verdicts[:] = UNSCORED
         self.results.clear()
@@ -207,6 +214,9 @@ class ResultStore:
 
     def add_results(self, results: dict[int, StoredResult], errors: dict[int, str]) -> np.ndarray:
         """Results of some entries, keeping the others'; return the indices whose verdict changed."""
+        self.generation += 1
+        for i in results:
+            self.critical.pop(i, None)
         self.results.update(results)
         self.errors.update(errors)
         for i, res in results.items():
@@ -236,6 +246,8 @@ class ResultStore:
 
     def set_rule(self, pixel_threshold: float | None, min_area: int) -> np.ndarray:
         """Set the region rule; return the indices whose verdict changed."""
+        if int(min_area) != self.min_area:
+            self.critical.clear()
         self.pixel_threshold = None if pixel_threshold is None else float(pixel_threshold)
         self.min_area = int(min_area)
         old = self.verdicts.copy()
@@ -260,11 +272,25 @@ class ResultStore:
             return
         ng = somad.is_ng(self.scores, self.threshold) & scored
         if self.min_area > 0:
+            level = self.pixel_level
             for i in np.flatnonzero(ng):
                 result = self.results.get(int(i))
-                if result is not None and result.has_map and self.largest_region(int(i)) < self.min_area:
-                    ng[i] = False
+                if result is None or not result.has_map:
+                    continue  # image-level scores: the score alone decides
+                critical = self.critical.get(int(i))
+                large = self.largest_region(int(i)) >= self.min_area if critical is None else level <= critical
+                ng[i] = large
         self.verdicts[scored] = ng[scored].astype(np.int8)
+
+    def critical_levels(self, indices: Iterable[int] | None = None) -> dict[int, float]:
+        """Critical levels for ``min_area`` of the scored images with maps (all, or ``indices``) that have none
+        yet; computes them (for a worker) and does not store them (see :attr:`critical`)."""
+        wanted = self.results if indices is None else {i: self.results[i] for i in indices if i in self.results}
+        return {
+            i: somad.regions.critical_level(r.anomaly_map, self.min_area, r.area_scale)
+            for i, r in list(wanted.items())
+            if r.has_map and i not in self.critical
+        }
 
     def largest_region(self, index: int) -> int:
         """Image pixels of the image's largest region at the pixel threshold (measured on the kept map, scaled

@@ -59,3 +59,19 @@ def test_minimum_area_and_pixel_threshold_decide_the_verdict():
 def test_bad_rules_are_refused(kwargs):
     with pytest.raises(somad.ConfigError):
         somad.VerdictRule(**kwargs)
+
+
+def test_critical_level_is_where_the_largest_region_stops_being_large_enough():
+    from somad.regions import critical_level
+
+    rng = np.random.default_rng(0)
+    import cv2
+
+    for seed in range(5):
+        m = cv2.GaussianBlur(rng.random((40, 50), dtype=np.float32), (0, 0), 3.0)
+        for min_area in (1, 30, 200, 5000):
+            level = critical_level(m, min_area)
+            levels = np.unique(m)
+            brute = [v for v in levels if largest_area(m, float(v)) >= min_area]
+            assert level == (max(brute) if brute else -np.inf), (seed, min_area)
+        assert critical_level(m, 10, scale=4.0) == critical_level(m, 3)  # 3 map px of 4 image px: 12 >= 10

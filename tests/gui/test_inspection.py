@@ -158,6 +158,17 @@ def test_minimum_area_and_separate_pixel_threshold(loaded_window, qtbot):
     window.regions.set_rule(None, cut)
     expected = {i for i, a in largest.items() if a >= cut}
     assert set(np.flatnonzero(store.verdicts == 1)) == expected
+    wait_idle(qtbot, s)  # each image's critical level, measured in the worker
+    assert set(store.critical) == set(store.results)
+    original = s.threshold
+    for value in np.linspace(np.nanmin(store.scores), np.nanmax(store.scores), 7):
+        s.set_threshold(float(value))
+        fast = store.verdicts.copy()
+        kept, store.critical = store.critical, {}
+        store.set_threshold(float(value))  # the same move measured region by region
+        assert np.array_equal(fast, store.verdicts), value
+        store.critical = kept
+    s.set_threshold(original)
     window.browser.select_entry(max(expected, key=lambda i: store.scores[i]))
     rows = window.regions.table.rowCount()
     assert rows >= 1 and int(window.regions.table.item(0, 1).text()) >= cut
