@@ -17,13 +17,13 @@ import numpy as np
 from PySide6 import QtCore
 
 import somad
-from somad_gui import work
+from somad_gui import demo_mode, work
 from somad_gui.scoring import RunMetrics, ScoringRun, score_entries
 from somad_gui.store import ResultStore
 from somad_gui.training.options import window_words
 from somad_gui.workers import Job, JobRunner
 
-DEMO_MODEL_NAME = "demo_model.somad"
+DEMO_MODEL_NAME = demo_mode.DEMO_MODEL_NAME
 
 INFO = "info"
 WARNING = "warning"
@@ -464,41 +464,7 @@ class Session(QtCore.QObject):
     # -- demo -------------------------------------------------------------------------------------------------
     def start_demo(self, cache: str | Path, config: Any = None) -> Job:
         """Open the synthetic set under ``cache``; load the cached model or fit one (and cache it)."""
-        cache = Path(cache)
-        self.demo_cache = cache
-        job = self.jobs.start("dataset", partial(work.prepare_demo, cache), "Preparing the demo set")
-        job.succeeded.connect(lambda ds: self._demo_opened(ds, cache, config))
-        job.failed.connect(lambda msg: self.error(f"Cannot prepare the demo set: {msg}"))
-        return job
-
-    def _demo_opened(self, dataset: Any, cache: Path, config: Any) -> None:
-        self.set_dataset(dataset)
-        model_file = cache / DEMO_MODEL_NAME
-        cfg = config if config is not None else somad.DEMO_CONFIG
-
-        def refit(reason: str | None = None) -> None:
-            if reason:
-                self.warn(f"Cached demo model unusable ({reason}); fitting a new one")
-            self.fit(cfg, save_to=model_file)
-
-        def stale(model: Any) -> str | None:
-            if bool(getattr(model, "random_init", False)) != cfg.features.random_init:
-                return f"{model_file.name} was fitted on other backbone weights than the demo's"
-            return None
-
-        if model_file.exists():
-            self.load_model(model_file, on_failure=refit, check=stale)
-        else:
-            self.info("First start of the demo: fitting a small model in the background (cached afterwards)")
-            refit()
-        self._when_scored(self.demoReady.emit)
-
-    def _when_scored(self, callback: Callable[[], None]) -> None:
-        def once() -> None:
-            self.scoringFinished.disconnect(once)
-            callback()
-
-        self.scoringFinished.connect(once)
+        return demo_mode.start(self, Path(cache), config)
 
     # -- shutdown ---------------------------------------------------------------------------------------------
     def shutdown(self) -> bool:

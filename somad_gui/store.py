@@ -278,14 +278,18 @@ class ResultStore:
                 if result is None or not result.has_map:
                     continue  # image-level scores: the score alone decides
                 critical = self.critical.get(int(i))
-                large = self.largest_region(int(i)) >= self.min_area if critical is None else level <= critical
+                large = (
+                    self.largest_region(int(i)) >= self.min_area if critical is None else level <= critical
+                )
                 ng[i] = large
         self.verdicts[scored] = ng[scored].astype(np.int8)
 
     def critical_levels(self, indices: Iterable[int] | None = None) -> dict[int, float]:
         """Critical levels for ``min_area`` of the scored images with maps (all, or ``indices``) that have none
         yet; computes them (for a worker) and does not store them (see :attr:`critical`)."""
-        wanted = self.results if indices is None else {i: self.results[i] for i in indices if i in self.results}
+        wanted = (
+            self.results if indices is None else {i: self.results[i] for i in indices if i in self.results}
+        )
         return {
             i: somad.regions.critical_level(r.anomaly_map, self.min_area, r.area_scale)
             for i, r in list(wanted.items())
