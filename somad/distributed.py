@@ -60,11 +60,10 @@ class _Scorer:
 
         import numpy as np
 
-        from somad.data import read_image
         from somad.errors import ImageReadError
         from somad.model import score_paths
         from somad.regions import find_regions
-        from somad.score_report import csv_row, write_pictures
+        from somad.score_report import csv_row, image_for_pictures, write_pictures
 
         out: dict[str, list] = {"index": [], "path": [], "row": [], "error": [], "warning": []}
         for index, paths, stems in zip(batch["index"], batch["paths"], batch["stems"], strict=True):
@@ -84,7 +83,7 @@ class _Scorer:
                     regions = find_regions(result.anomaly_map, self.rule.pixel_level)
                     if self.pictures_to is not None:
                         try:
-                            image = read_image(path)
+                            image = image_for_pictures(Path(path), result.anomaly_map)
                         except ImageReadError as err:  # gone or changed since it was scored: its row stays
                             warning = f"no pictures: {err.reason}"
                         else:

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from somad import render
-from somad.errors import DataError
+from somad.data import read_image
+from somad.errors import DataError, ImageReadError
 from somad.regions import Region, VerdictRule, format_boxes
 
 SCORES_CSV = "scores.csv"
@@ -91,6 +92,18 @@ def write_scores_csv(folder: Path, rows: Sequence[list]) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_HEADER)
         writer.writerows(rows)
+
+
+def image_for_pictures(path: Path, anomaly_map: np.ndarray) -> np.ndarray:
+    """The scored image read again for its pictures; :class:`ImageReadError` when it is gone or is no longer the
+    size it was scored at (replaced meanwhile)."""
+    image = read_image(path)
+    if image.shape[:2] != anomaly_map.shape[:2]:
+        h, w = anomaly_map.shape[:2]
+        raise ImageReadError(
+            path, f"changed since it was scored (now {image.shape[1]} x {image.shape[0]}, was {w} x {h})"
+        )
+    return image
 
 
 def write_pictures(

@@ -26,6 +26,7 @@ from somad.score_report import (
     SCORES_CSV,
     colour_range,
     csv_row,
+    image_for_pictures,
     picture_stems,
     write_pictures,
     write_scores_csv,
@@ -133,7 +134,7 @@ def _score_on_ray(folder: Path, model, paths: list[Path], rule: VerdictRule, arg
 
 def _score_into(folder: Path, model, paths: list[Path], rule: VerdictRule, args, progress) -> list[list]:
     """Score ``paths`` and write their heatmaps, overlays and ``scores.csv`` into ``folder``; the CSV's rows."""
-    from somad import find_regions, read_image, score_paths
+    from somad import find_regions, score_paths
 
     strict = args.strict or len(paths) == 1  # one image: its problem is the one line
     results, _errors = score_paths(model, paths, progress=progress, strict=strict, on_error=warn)
@@ -151,7 +152,7 @@ def _score_into(folder: Path, model, paths: list[Path], rule: VerdictRule, args,
             regions = find_regions(result.anomaly_map, rule.pixel_level)
             if not args.no_pictures:
                 try:
-                    image = read_image(path)
+                    image = image_for_pictures(path, result.anomaly_map)
                 except ImageReadError as err:  # gone or changed since it was scored: its row stays
                     warn(DataError(path, f"no pictures: {err.reason}"))
                 else:

@@ -91,6 +91,7 @@ class Inspection(QtCore.QObject):
         s.info(f"Scored {len(run.results)} new image(s): {len(run.results) - ng} OK, {ng} NG")
         s.resultsChanged.emit()
         s.verdictsChanged.emit(changed)
+        s.measure_regions()
         self._emit_tally()
 
     def _emit_tally(self) -> None:

@@ -19,7 +19,7 @@ from PySide6 import QtCore
 import somad
 from somad_gui import demo_mode, work
 from somad_gui.scoring import RunMetrics, ScoringRun, score_entries
-from somad_gui.store import ResultStore
+from somad_gui.store import ResultStore, critical_levels
 from somad_gui.training.options import window_words
 from somad_gui.workers import Job, JobRunner
 
@@ -277,9 +277,12 @@ class Session(QtCore.QObject):
         self.info(f"Model saved to {path}")
         self.modelChanged.emit()
 
-    def set_model(self, model: Any, path: str | Path | None = None, *, unsaved: bool = False) -> None:
+    def set_model(
+        self, model: Any, path: str | Path | None = None, *, unsaved: bool = False, same_units: bool = False
+    ) -> None:
+        """Use ``model``; ``same_units`` when it is an update of the current one (its pixel threshold holds)."""
         self.jobs.cancel("score")
-        if self.store.pixel_threshold is not None:  # raw units of the previous model: not this one's
+        if self.store.pixel_threshold is not None and not same_units:  # the previous model's raw units
             self.store.set_rule(None, self.store.min_area)
             self.ruleChanged.emit()
         self.model = model
@@ -332,7 +335,7 @@ class Session(QtCore.QObject):
             return
         known = updated.training_summary.get("n_images")
         self.info(f"Model updated with {n} good part(s); it knows {known} good images (not saved yet)")
-        self.set_model(updated, None, unsaved=True)
+        self.set_model(updated, None, unsaved=True, same_units=True)
 
     @property
     def has_som(self) -> bool:
@@ -383,6 +386,7 @@ class Session(QtCore.QObject):
         self.resultsChanged.emit()
         self.thresholdChanged.emit(self.threshold)
         self.verdictsChanged.emit(np.arange(len(store)))
+        self.measure_regions()
         self.scoringFinished.emit()
 
     # -- threshold --------------------------------------------------------------------------------------------
@@ -423,18 +427,27 @@ class Session(QtCore.QObject):
         changed = self.store.set_rule(pixel_threshold, int(min_area))
         self.ruleChanged.emit()
         self.verdictsChanged.emit(changed)
-        if area_changed and self.store.min_area > 0:
-            self._measure_regions()
+        if area_changed:
+            self.measure_regions()
 
-    def _measure_regions(self) -> None:
-        """Each image's critical level for the minimum area, in the worker, so threshold moves need no regions."""
+    def measure_regions(self) -> None:
+        """Each scored image's critical level for the minimum area, in the worker, so a threshold move needs no
+        regions; levels of results replaced meanwhile are dropped."""
         self.jobs.cancel("regions")
-        store, area, generation = self.store, self.store.min_area, self.store.generation
-        job = self.jobs.start("regions", lambda **_kw: store.critical_levels(), "Measuring defect regions")
+        store, area = self.store, self.store.min_area
+        todo = store.unmeasured()
+        if area <= 0 or not todo:
+            return
+        job = self.jobs.start(
+            "regions",
+            lambda *, progress=None, cancel=None: critical_levels(todo, area, cancel),
+            "Measuring defect regions",
+        )
 
         def done(levels: dict) -> None:
-            if store is self.store and store.min_area == area and store.generation == generation:
-                store.critical.update({i: v for i, v in levels.items() if i in store.results})
+            if job.cancel_requested or store is not self.store or store.min_area != area:
+                return
+            store.critical.update({i: v for i, v in levels.items() if store.results.get(i) is todo[i]})
 
         job.succeeded.connect(done)
 

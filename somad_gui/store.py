@@ -132,6 +132,17 @@ class StoredResult:
         return gy, gx
 
 
+def critical_levels(results: dict[int, StoredResult], min_area: int, cancel=None) -> dict[int, float]:
+    """Each map's critical level for ``min_area`` image pixels (somad.regions.critical_level); for a worker,
+    which stops early when ``cancel()`` says so."""
+    levels: dict[int, float] = {}
+    for i, result in results.items():
+        if cancel is not None and cancel():
+            break
+        levels[i] = somad.regions.critical_level(result.anomaly_map, min_area, result.area_scale)
+    return levels
+
+
 def entries_from_dataset(dataset: Any) -> list[Entry]:
     """Train images first, then test images, each with its ground truth as core's ``Sample`` describes it."""
     out: list[Entry] = []
@@ -284,17 +295,9 @@ class ResultStore:
                 ng[i] = large
         self.verdicts[scored] = ng[scored].astype(np.int8)
 
-    def critical_levels(self, indices: Iterable[int] | None = None) -> dict[int, float]:
-        """Critical levels for ``min_area`` of the scored images with maps (all, or ``indices``) that have none
-        yet; computes them (for a worker) and does not store them (see :attr:`critical`)."""
-        wanted = (
-            self.results if indices is None else {i: self.results[i] for i in indices if i in self.results}
-        )
-        return {
-            i: somad.regions.critical_level(r.anomaly_map, self.min_area, r.area_scale)
-            for i, r in list(wanted.items())
-            if r.has_map and i not in self.critical
-        }
+    def unmeasured(self) -> dict[int, StoredResult]:
+        """The scored images with maps that have no critical level yet (for :func:`critical_levels`)."""
+        return {i: r for i, r in list(self.results.items()) if r.has_map and i not in self.critical}
 
     def largest_region(self, index: int) -> int:
         """Image pixels of the image's largest region at the pixel threshold (measured on the kept map, scaled

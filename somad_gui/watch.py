@@ -10,6 +10,7 @@ once, on the caller's thread.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,8 +72,13 @@ class FolderWatcher(QtCore.QObject):
         self._soon.start()
 
     def stop(self) -> None:
+        """Stop watching; a listing under way is not waited for (a dead share must not hold the window)."""
         if self.folder is not None and str(self.folder) in self._system.directories():
             self._system.removePath(str(self.folder))
+        if self.folder is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="somad-watch")
+            self._scanning = False
         self.folder = None
         self._pending.clear()
         self._timer.stop()
@@ -94,9 +100,10 @@ class FolderWatcher(QtCore.QObject):
         def listing() -> None:
             try:
                 found = scan(folder, known)
-            except OSError:  # the share dropped, a sub-folder went: nothing new this time, look again later
+            except Exception:  # the share dropped, a sub-folder went: nothing new this time, look again later
                 found = {}
-            self._scanned.emit(folder, found)
+            with contextlib.suppress(RuntimeError):  # the watcher is gone (the window closed meanwhile)
+                self._scanned.emit(folder, found)
 
         self._pool.submit(listing)
 

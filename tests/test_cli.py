@@ -156,18 +156,21 @@ def test_an_image_gone_after_scoring_keeps_its_row_without_pictures(
     import somad
 
     images = sorted((demo_root / "test").rglob("*.png"))[:3]
-    gone = images[1]
+    gone, replaced = images[1], images[2]
     real = somad.read_image
 
-    def read_image(path, *args, **kwargs):  # the pictures' second read finds the file gone
+    def read_image(path, *args, **kwargs):  # the pictures' second read: one file gone, one replaced
         if Path(path) == gone:
             raise somad.ImageReadError(path, "no such file")
-        return real(path, *args, **kwargs)
+        image = real(path, *args, **kwargs)
+        return image[:40] if Path(path) == replaced else image
 
-    monkeypatch.setattr(somad, "read_image", read_image)
+    monkeypatch.setattr(somad.score_report, "read_image", read_image)
     out = tmp_path / "o"
     assert main(["score", str(cli_model[0]), *map(str, images), "--out", str(out)]) == 0
-    assert f"{gone}: no pictures: no such file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{gone}: no pictures: no such file" in err
+    assert f"{replaced}: no pictures: changed since it was scored" in err
     rows = {r[0]: r for r in _csv_rows(out / "scores.csv")[1:]}
     assert rows[str(gone)][2] in ("OK", "NG") and len(rows) == 3
     assert not (out / f"{gone.stem}_overlay.png").exists() or gone.stem == images[0].stem

@@ -107,19 +107,24 @@ class RegionsPanel(QtWidgets.QWidget):
 
     # -- session -> view --------------------------------------------------------------------------------------
     def _sync_controls(self) -> None:
-        """The controls as the session's rule is (a new model resets the pixel threshold)."""
+        """The controls as the session's rule is (a new model resets the pixel threshold); a control the user is
+        editing, or that already shows the value, is left alone."""
         store = self.session.store
         separate = store.pixel_threshold is not None
-        for widget in (self.separate, self.pixel, self.min_area):
-            widget.blockSignals(True)
-        self.separate.setChecked(separate)
         self.separate.setEnabled(math.isfinite(self.session.threshold))
         self.pixel.setEnabled(separate)
-        if separate:
-            self.pixel.setValue(store.pixel_threshold)
-        self.min_area.setValue(store.min_area)
-        for widget in (self.separate, self.pixel, self.min_area):
-            widget.blockSignals(False)
+        for widget, value in (
+            (self.separate, separate),
+            (self.pixel, store.pixel_threshold if separate else None),
+            (self.min_area, store.min_area),
+        ):
+            if value is None or widget.hasFocus():
+                continue
+            current = widget.isChecked() if widget is self.separate else widget.value()
+            if current != value and not (widget is self.pixel and abs(current - value) < 5e-4):
+                widget.blockSignals(True)
+                widget.setChecked(value) if widget is self.separate else widget.setValue(value)
+                widget.blockSignals(False)
 
     def refresh(self, *_args) -> None:
         self._sync_controls()

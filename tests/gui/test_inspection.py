@@ -183,10 +183,12 @@ def test_minimum_area_and_separate_pixel_threshold(loaded_window, qtbot):
     assert sum(higher) < total
     window.regions.set_rule(None, 0)
     assert set(np.flatnonzero(store.verdicts == 1)) == set(int(i) for i in ng)
-    window.regions.set_rule(s.threshold * 1.2, 0)
+    window.regions.set_rule(s.threshold * 1.2, cut)
     with qtbot.waitSignal(s.scoringFinished, timeout=60_000):  # another model: its own raw units
         s.set_model(s.model, s.model_path)
     assert s.store.pixel_threshold is None and not window.regions.separate.isChecked()
+    wait_idle(qtbot, s)
+    assert s.store.min_area == cut and set(s.store.critical) == set(s.store.results)  # measured again
 
 
 def test_unreadable_training_images_are_named_and_marked(window, qtbot, demo_copy, gui_config):
