@@ -14,6 +14,38 @@ from PySide6 import QtCore, QtWidgets
 OVERWRITE = "overwrite"
 RENAME = "rename"
 CANCEL = "cancel"
+KEEP = "keep"
+UNLOAD = "unload"
+SAVE = "save"
+DISCARD = "discard"
+
+Role = QtWidgets.QMessageBox.ButtonRole
+
+
+def ask(
+    parent: QtWidgets.QWidget | None,
+    title: str,
+    text: str,
+    detail: str,
+    answers: Sequence[tuple[str, str, QtWidgets.QMessageBox.ButtonRole]],
+    default: str,
+    *,
+    cancel: bool = False,
+    warning: bool = False,
+) -> str:
+    """A blocking question: ``answers`` are (answer, button text, role); the answer of the button clicked,
+    ``CANCEL`` for the Cancel button (``cancel``) or a closed box."""
+    box = QtWidgets.QMessageBox(parent)
+    box.setIcon(QtWidgets.QMessageBox.Icon.Warning if warning else QtWidgets.QMessageBox.Icon.Question)
+    box.setWindowTitle(title)
+    box.setText(text)
+    box.setInformativeText(detail)
+    buttons = {box.addButton(label, role): answer for answer, label, role in answers}
+    if cancel:
+        box.addButton(QtWidgets.QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(next(b for b, a in buttons.items() if a == default))
+    box.exec()
+    return buttons.get(box.clickedButton(), CANCEL)
 
 
 def show_error(parent: QtWidgets.QWidget | None, title: str, text: str) -> None:
@@ -32,22 +64,15 @@ def ask_overwrite(parent: QtWidgets.QWidget | None, existing: Sequence[Path]) ->
     """Ask what to do with files that already exist: ``OVERWRITE``, ``RENAME`` (keep both) or ``CANCEL``."""
     names = "\n".join(str(p) for p in list(existing)[:5])
     more = f"\n… and {len(existing) - 5} more" if len(existing) > 5 else ""
-    box = QtWidgets.QMessageBox(parent)
-    box.setIcon(QtWidgets.QMessageBox.Icon.Question)
-    box.setWindowTitle("Files already exist")
-    box.setText(f"{len(existing)} file(s) already exist:\n{names}{more}")
-    box.setInformativeText("Overwrite them, or keep both by writing under new names?")
-    overwrite = box.addButton("Overwrite", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
-    rename = box.addButton("Keep both", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
-    box.addButton(QtWidgets.QMessageBox.StandardButton.Cancel)
-    box.setDefaultButton(rename)
-    box.exec()
-    clicked = box.clickedButton()
-    if clicked is overwrite:
-        return OVERWRITE
-    if clicked is rename:
-        return RENAME
-    return CANCEL
+    return ask(
+        parent,
+        "Files already exist",
+        f"{len(existing)} file(s) already exist:\n{names}{more}",
+        "Overwrite them, or keep both by writing under new names?",
+        [(OVERWRITE, "Overwrite", Role.DestructiveRole), (RENAME, "Keep both", Role.AcceptRole)],
+        RENAME,
+        cancel=True,
+    )
 
 
 def get_existing_directory(parent: QtWidgets.QWidget | None, title: str, start: str = "") -> Path | None:
@@ -98,40 +123,29 @@ def show_model_details(
     return dialog
 
 
-KEEP = "keep"
-UNLOAD = "unload"
-SAVE = "save"
-DISCARD = "discard"
-
-
 def ask_keep_model(parent: QtWidgets.QWidget | None, trained_on: str, dataset: str) -> str:
     """A model fitted on ``trained_on`` is loaded and ``dataset`` opens: ``KEEP`` it or ``UNLOAD`` it."""
-    box = QtWidgets.QMessageBox(parent)
-    box.setIcon(QtWidgets.QMessageBox.Icon.Question)
-    box.setWindowTitle("Keep the model?")
-    box.setText(f"The loaded model was fitted on “{trained_on}”, not on “{dataset}”.")
-    box.setInformativeText(
+    answer = ask(
+        parent,
+        "Keep the model?",
+        f"The loaded model was fitted on “{trained_on}”, not on “{dataset}”.",
         "Its scores of other parts are rarely meaningful. Keep it to score these images anyway, or unload it "
-        "and fit or load a model for them?"
+        "and fit or load a model for them?",
+        [(KEEP, "Keep and score", Role.AcceptRole), (UNLOAD, "Unload the model", Role.RejectRole)],
+        UNLOAD,
     )
-    keep = box.addButton("Keep and score", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
-    unload = box.addButton("Unload the model", QtWidgets.QMessageBox.ButtonRole.RejectRole)
-    box.setDefaultButton(unload)
-    box.exec()
-    return KEEP if box.clickedButton() is keep else UNLOAD
+    return KEEP if answer == KEEP else UNLOAD
 
 
 def ask_unsaved_model(parent: QtWidgets.QWidget | None, reason: str) -> str:
     """The model was never saved and is about to go (``reason``): ``SAVE``, ``DISCARD`` or ``CANCEL``."""
-    box = QtWidgets.QMessageBox(parent)
-    box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
-    box.setWindowTitle("Unsaved model")
-    box.setText("The current model has not been saved.")
-    box.setInformativeText(f"Save it before you {reason}? Without saving, its fit is lost.")
-    save = box.addButton("Save…", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
-    discard = box.addButton("Discard", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
-    box.addButton(QtWidgets.QMessageBox.StandardButton.Cancel)
-    box.setDefaultButton(save)
-    box.exec()
-    clicked = box.clickedButton()
-    return SAVE if clicked is save else DISCARD if clicked is discard else CANCEL
+    return ask(
+        parent,
+        "Unsaved model",
+        "The current model has not been saved.",
+        f"Save it before you {reason}? Without saving, its fit is lost.",
+        [(SAVE, "Save…", Role.AcceptRole), (DISCARD, "Discard", Role.DestructiveRole)],
+        SAVE,
+        cancel=True,
+        warning=True,
+    )

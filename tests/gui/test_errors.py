@@ -138,3 +138,23 @@ def test_a_defective_image_without_mask_skips_pixel_metrics_as_somad_eval_does(
     assert report.pixel_auroc is None and s.metrics.pixel_auroc is None and s.metrics.pro is None
     assert any("no ground-truth mask" in note for note in s.metrics.notes)
     assert s.metrics.image_auroc == pytest.approx(report.image_auroc, abs=1e-12)
+
+
+def test_a_question_returns_the_answer_of_the_button_clicked(qtbot):
+    from PySide6 import QtCore, QtWidgets
+
+    from somad_gui import dialogs
+
+    def click(text: str) -> None:
+        def press() -> None:
+            for widget in QtWidgets.QApplication.topLevelWidgets():
+                if isinstance(widget, QtWidgets.QMessageBox) and widget.isVisible():
+                    next(b for b in widget.buttons() if b.text() == text).click()
+
+        QtCore.QTimer.singleShot(50, press)
+
+    answers = [("a", "First", dialogs.Role.AcceptRole), ("b", "Second", dialogs.Role.RejectRole)]
+    click("Second")
+    assert dialogs.ask(None, "t", "text", "detail", answers, "a") == "b"
+    click("Cancel")
+    assert dialogs.ask(None, "t", "text", "detail", answers, "a", cancel=True) == dialogs.CANCEL
