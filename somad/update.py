@@ -77,7 +77,7 @@ def update_model(
         raise DataError(paths[0], f"none of the {len(paths)} images could be read")
     t1 = time.perf_counter()
     old = model.detector
-    grid = old._aggregated(extracted.features.patches.to(device, torch.float32))
+    grid = old.aggregated(extracted.features.patches.to(device, torch.float32))
     patches = grid.reshape(-1, grid.shape[-1])
     weights = continue_som(old, patches, monitor)
     som = BatchSOM(old.config.som.rows, old.config.som.cols, patches.shape[1], device)

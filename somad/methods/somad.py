@@ -166,7 +166,7 @@ class SomadDetector(Detector):
         monitor = monitor or Monitor()
         assert features.patches is not None, "SOMAD needs patch features"
         storage = self.device if self.device.type == "cuda" else torch.device("cpu")
-        grid = self._aggregated(features.patches.to(storage, torch.float32))
+        grid = self.aggregated(features.patches.to(storage, torch.float32))
         n, gh, gw, _ = grid.shape
         self.config = replace(self.config, som=self.config.som.sized_for(n * gh * gw))
         fitted = fit_som_and_nodes(grid, self.config, self.device, monitor)
@@ -194,7 +194,7 @@ class SomadDetector(Detector):
         monitor = monitor or Monitor()
         self._check_fitted()
         storage = self.device if self.device.type == "cuda" else torch.device("cpu")
-        grid = self._aggregated(features.patches.to(storage, torch.float32))
+        grid = self.aggregated(features.patches.to(storage, torch.float32))
         patches = grid.reshape(-1, grid.shape[-1])
         t0 = time.perf_counter()
         som = BatchSOM(self.config.som.rows, self.config.som.cols, patches.shape[1], self.device)
@@ -220,7 +220,8 @@ class SomadDetector(Detector):
             self._search = cached
         return cached[1], cached[2]
 
-    def _aggregated(self, patches: torch.Tensor) -> torch.Tensor:
+    def aggregated(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patch features (N, gh, gw, d) averaged over the configured windows (:mod:`somad.aggregation`)."""
         return aggregate(patches, self.config.som.patch_window, self.config.som.patch_stride)
 
     # -- scoring ----------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ class SomadDetector(Detector):
         Nearest nodes are by Euclidean distance to the SOM weights (Eq. 1), among nodes with training hits only.
         """
         self._check_fitted()
-        patches = self._aggregated(patches.to(self.device, torch.float32))
+        patches = self.aggregated(patches.to(self.device, torch.float32))
         b, gh, gw, d = patches.shape
         x = patches.reshape(-1, d)
         searched, weights = self._searched_nodes()
