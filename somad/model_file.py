@@ -167,8 +167,15 @@ def describe_model(metadata: dict[str, Any], channels: int | None = None) -> lis
         if used:
             rows.append(("config", ", ".join(f"{n} {cfg[n.split('.')[0]][n.split('.')[1]]}" for n in used)))
     thresholds = metadata.get("thresholds") or {}
-    rows.append(("thresholds", ", ".join(f"{k} {_number(v)}" for k, v in thresholds.items()) or "none"))
     summary = metadata.get("training_summary") or {}
+    calibration = summary.get("calibration")
+    rows.append(
+        (
+            "thresholds",
+            (", ".join(f"{k} {_number(v)}" for k, v in thresholds.items()) or "none")
+            + (f" (training images' threshold: {calibration})" if calibration and thresholds else ""),
+        )
+    )
     seconds = summary.get("seconds") or {}
     rows.append(
         (
