@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 
 import somad
@@ -313,6 +314,8 @@ class DefectTypesWidget(QtWidgets.QWidget):
         self.progress_bar.setValue(min(done, max(total, 1)))
 
     def _job_finished(self, job: Job) -> None:
+        if not shiboken6.isValid(self):
+            return  # the pane closed while its job ran
         if job.outcome in ("succeeded", "cancelled"):
             self.logged.emit(
                 "info", f"{job.description}: {'done' if job.outcome == 'succeeded' else 'cancelled'}"
@@ -323,6 +326,8 @@ class DefectTypesWidget(QtWidgets.QWidget):
             self.cancel_button.setVisible(False)
 
     def _failed(self, message: str) -> None:
+        if not shiboken6.isValid(self):
+            return
         self.logged.emit("warning", f"Defect types: clustering failed: {message}")
         self.summary.setText(f"Clustering failed: {message}")
         self.clusteringFailed.emit(message)
