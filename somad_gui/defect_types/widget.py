@@ -316,10 +316,9 @@ class DefectTypesWidget(QtWidgets.QWidget):
     def _job_finished(self, job: Job) -> None:
         if not shiboken6.isValid(self):
             return  # the pane closed while its job ran
-        if job.outcome in ("succeeded", "cancelled"):
-            self.logged.emit(
-                "info", f"{job.description}: {'done' if job.outcome == 'succeeded' else 'cancelled'}"
-            )
+        ended = {"succeeded": "done", "cancelled": "cancelled"}.get(job.outcome or "")
+        if ended:
+            self.logged.emit("info", f"{job.description}: {ended}")
         if job is self._job:
             self._job = None
             self.progress_bar.setVisible(False)
