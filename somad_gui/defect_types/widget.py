@@ -65,7 +65,6 @@ class DefectTypesWidget(QtWidgets.QWidget):
         self._descriptors = None  # somad.defects.DescriptorSet of the last clustering run here
         self._config = None
         self._job: Job | None = None
-        self._clock = StageClock()
         self._source: dict | None = None  # what the Cluster button clusters (see set_source)
         self.groups: dict[int, ClusterGroup] = {}
         self._build()
