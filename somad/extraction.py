@@ -52,14 +52,13 @@ class FeatureSet:
             {k: torch.cat([p.pooled[k] for p in parts]) for k in parts[0].pooled},
         )
 
-    def select(self, indices: Sequence[int]) -> FeatureSet:
-        """The images at ``indices`` (copies), with their augmented copies (five an image, image-major)."""
-        index = torch.as_tensor(list(indices), dtype=torch.long)
-        copies = (index[:, None] * len(AUGMENTATIONS) + torch.arange(len(AUGMENTATIONS))).reshape(-1)
+    def head(self, n: int) -> FeatureSet:
+        """The first ``n`` images with their augmented copies (views, no copy)."""
+        copies = n * len(AUGMENTATIONS)
         return FeatureSet(
-            None if self.patches is None else self.patches[index.to(self.patches.device)],
-            {k: v[index.to(v.device)] for k, v in self.pooled.items()},
-            {k: v[copies.to(v.device)] for k, v in self.augmented.items()},
+            None if self.patches is None else self.patches[:n],
+            {k: v[:n] for k, v in self.pooled.items()},
+            {k: v[:copies] for k, v in self.augmented.items()},
         )
 
     def rows(self, start: int, stop: int) -> FeatureSet:

@@ -51,6 +51,14 @@ def held_out(n: int) -> list[int]:
     return list(range(HELD_OUT_EVERY // 2, n, HELD_OUT_EVERY))
 
 
+def calibration_order(paths: list[Path]) -> tuple[list[Path], int]:
+    """``paths`` with the held-out ones (:func:`held_out`) moved to the end, and how many come before them:
+    extracted in this order, the features to learn from and those to calibrate on are two views, no copy."""
+    held = set(held_out(len(paths)))
+    learn = [p for i, p in enumerate(paths) if i not in held]
+    return learn + [p for i, p in enumerate(paths) if i in held], len(learn)
+
+
 def training_paths(train: Dataset | Sequence[str | Path], max_train: int | None) -> list[Path]:
     """The training images of a dataset or a list of paths; at most ``max_train``, spread evenly."""
     if isinstance(train, str | Path):
@@ -123,7 +131,7 @@ def fit(
     monitor = Monitor(progress, cancel)
     device = resolve_device(config.device)
     detector = info.detector(config, options, device)
-    paths = training_paths(train, config.max_train)
+    paths, n_learn = calibration_order(training_paths(train, config.max_train))
     check_memory(config, len(paths), device, method, detector.options)
     timings: dict[str, float] = {}
 
@@ -146,12 +154,11 @@ def fit(
     timings["features"] = time.perf_counter() - t0
 
     features = extracted.features
-    calibration = held_out(len(extracted.paths))
-    learn = features
-    if calibration:
-        learn = features.select(sorted(set(range(len(extracted.paths))) - set(calibration)))
+    n_fit = sum(position < n_learn for position in extracted.kept)  # the readable ones to learn from
+    n_held = len(extracted.paths) - n_fit
+    calibration = n_fit > 0 and n_held > 0
     t0 = time.perf_counter()
-    detector.fit(learn, monitor)
+    detector.fit(features.head(n_fit) if calibration else features, monitor)
     fit_seconds = dict(detector.fit_seconds)
     model = FittedModel(
         method=method,
@@ -163,13 +170,12 @@ def fit(
         _extractor=extractor,
     )
     t1 = time.perf_counter()
-    scored = features.select(calibration) if calibration else features
+    scored = features.rows(n_fit, len(extracted.paths)) if calibration else features
     train_scores = calibrate(model, FeatureSet(scored.patches, scored.pooled), monitor)
     t2 = time.perf_counter()
     timings.update(fit_seconds or {"fit": t1 - t0})
     timings["calibration"] = t2 - t1
     if calibration:
-        del learn, scored  # the copies of the held-out split: not kept while the detector takes in all images
         detector.absorb(features, monitor)
         model.config = detector.config
         timings["all images"] = time.perf_counter() - t2
@@ -178,7 +184,7 @@ def fit(
         "category": train.name if isinstance(train, Dataset) else None,
         "n_images": len(extracted.paths),
         "n_unreadable": len(extracted.unreadable),
-        "calibration": f"held-out {len(calibration)} images" if calibration else "in-sample",
+        "calibration": f"held-out {n_held} images" if calibration else "in-sample",
         "grid_shape": list(extractor.grid_shape) if detector.needs_patches else [0, 0],
         "feature_channels": int(sum(extractor.layout.stage_channels)),
         **detector.fit_summary,

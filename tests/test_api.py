@@ -314,3 +314,19 @@ def test_score_takes_grayscale_rgba_and_16_bit_images_as_their_rgb(fitted):
     deep = rgb.astype(np.uint16) * 257
     scores = [r.score for r in fitted.score([rgb, gray, rgba, deep])]
     assert scores == pytest.approx([scores[0]] * 4, rel=1e-6)
+
+
+def test_the_stored_threshold_comes_from_held_out_training_images(demo_copy, fast_config):
+    from somad.training import calibration_order, held_out
+
+    train = sorted((demo_copy / "train" / "good").glob("*.png"))
+    assert held_out(len(train)) == [2, 7] and held_out(9) == []
+    ordered, n_learn = calibration_order(train)
+    assert n_learn == 10 and ordered[10:] == [train[2], train[7]] and sorted(ordered) == train
+    model = somad.fit(somad.open_dataset(demo_copy), fast_config)
+    assert model.training_summary["calibration"] == "held-out 2 images"
+    assert model.training_summary["n_images"] == 12 and model.detector.fit_summary["n_patches"] > 0
+    for path in (train[2], train[7]):  # no readable held-out image: calibrated in-sample, and it says so
+        path.write_bytes(b"broken")
+    model = somad.fit(somad.open_dataset(demo_copy), fast_config)
+    assert model.training_summary["calibration"] == "in-sample" and model.training_summary["n_images"] == 10

@@ -310,11 +310,11 @@ def test_somad_detector_on_cached_features_equals_core_fit(demo_root, fast_confi
     dataset = somad.open_dataset(demo_root)
     model = somad.fit(dataset, fast_config)
     cache = FeatureCache(None)
-    train = cache.get(fast_config.features, [s.path for s in dataset.train])
+    # the core fits on the images before the held-out ones, then takes in all of them
+    ordered, n_learn = somad.training.calibration_order([s.path for s in dataset.train])
+    train = cache.get(fast_config.features, ordered)
     test = cache.get(fast_config.features, [s.path for s in dataset.test[:6]])
-    held = somad.training.held_out(len(train.paths))  # the core fits on the rest, then takes in all
-    kept = [i for i in range(len(train.paths)) if i not in held]
-    detector = create_detector("somad", fast_config).fit(train.features.select(kept)).absorb(train.features)
+    detector = create_detector("somad", fast_config).fit(train.features.head(n_learn)).absorb(train.features)
     torch.testing.assert_close(detector.som_weights, model.som_weights)
     torch.testing.assert_close(detector.gaussians.inverse_cholesky, model.gaussians.inverse_cholesky)
     maps, scores = detector.anomaly_maps(test.features, test.sizes)
