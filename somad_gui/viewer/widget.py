@@ -278,12 +278,12 @@ class ViewerWidget(QtWidgets.QWidget):
             self.patchHovered.emit(None)
             return ""
         r, g, b = (int(v) for v in self.image[iy, ix])
-        pixel = f"grey {r:3d}" if r == g == b else f"RGB ({r}, {g}, {b})"
+        pixel = f"grey {r:3d}" if r == g == b else f"RGB {r:3d},{g:3d},{b:3d}"
         parts = [f"x {ix:4d}  y {iy:4d}", pixel]
         if self.anomaly_map is not None and self.result is not None:
             parts.append(f"score {float(self.anomaly_map[iy, ix]):9.3f}")
             gy, gx = self.result.patch_at(ix, iy, (h, w))
-            parts.append(f"patch ({gy}, {gx})")
+            parts.append(f"patch {gy},{gx}")
             node = -1 if self.result.best_node is None else int(self.result.best_node[gy, gx])
             cols = self._som_cols()
             if cols and node >= 0:
