@@ -1,5 +1,5 @@
 """One SOMAD setting changed at a time from the defaults, on the same cached features: accuracy, fit seconds,
-scoring ms per image (head only) and the map's quantization and topographic errors.
+scoring ms per image (head only, in batches as ``somad bench``) and the map's quantization and topographic errors.
 
     python benchmarks/somad_sweep.py ../shared/data --cache CACHE som.epochs=5,20 statistics.lam=0.001,0.1
 
@@ -64,11 +64,12 @@ def main() -> int:
             detector.fit(FeatureSet(train.features.patches, {}), None)
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
+            batch = config.features.batch_size  # as `somad bench` scores
             with torch.inference_mode():
                 scores = torch.cat(
                     [
-                        detector.score(FeatureSet(test.features.patches[i : i + 16]))
-                        for i in range(0, len(kept), 16)
+                        detector.score(FeatureSet(test.features.patches[i : i + batch]))
+                        for i in range(0, len(kept), batch)
                     ]
                 )
             head_ms = 1000 * (time.perf_counter() - t0) / len(kept)

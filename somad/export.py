@@ -16,6 +16,7 @@ at ``S`` x ``S``: the Python path resizes it to each image's own size, which can
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from somad.atomic import write_bytes_atomically
 from somad.errors import ConfigError, DataError
 from somad.features import stack_stages
 from somad.maps import REFERENCE_SIZE, gaussian_kernel1d
-from somad.methods.somad import RERANKED, rerank
 from somad.model import FittedModel
 
 #: Largest relative difference (of the map's range) the check accepts between the graph and the Python path.
@@ -51,10 +51,11 @@ class _SomadHead(torch.nn.Module):
 
     def __init__(self, detector: Any):
         super().__init__()
-        valid = torch.nonzero(detector.gaussians.valid.cpu()).flatten()
+        search, valid = detector.node_search()
+        valid = valid.cpu()
         som = detector.config.som
         self.window, self.stride, self.k = som.patch_window, som.patch_stride, detector.config.scoring.k
-        self.register_buffer("weights", detector.som_weights.cpu()[valid].float())
+        self.search = copy.deepcopy(search).cpu()
         self.register_buffer("means", detector.gaussians.means.cpu()[valid].float())
         self.register_buffer("factors", detector.gaussians.inverse_cholesky.cpu()[valid].float())
 
@@ -67,12 +68,7 @@ class _SomadHead(torch.nn.Module):
             x = patches
         n, d, gh, gw = x.shape
         flat = x.permute(0, 2, 3, 1).reshape(-1, d)
-        distances = (self.weights * self.weights).sum(1) - 2.0 * flat @ self.weights.T
-        k = min(self.k, self.weights.shape[0])
-        candidates = torch.topk(
-            distances, min(k + RERANKED, self.weights.shape[0]), dim=1, largest=False
-        ).indices
-        nearest = rerank(flat, self.weights, candidates, k)
+        nearest = self.search(flat, self.k)
         centred = flat.unsqueeze(1) - self.means[nearest]  # (P, k, d)
         z = torch.einsum("pkij,pkj->pki", self.factors[nearest], centred)
         return (z * z).sum(-1).min(1).values.clamp_min(0).sqrt().view(n, gh, gw)

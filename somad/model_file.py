@@ -80,6 +80,9 @@ def upgrade_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
         config["som"].setdefault("samples_per_epoch", 0)  # maps were trained on every patch, every epoch
         config["som"].setdefault("patch_window", 1)  # on single grid cells
         config["som"].setdefault("patch_stride", 1)
+        config["som"].setdefault("search_dims", 0)  # exact distances to every node
+        config["som"].setdefault("candidates", 8)
+        config["som"].setdefault("min_epoch_share", 1.0)  # every epoch drew all its patches
     return metadata
 
 

@@ -4,8 +4,10 @@
 sample's best-matching unit (Eq. 1, ``c = argmin_k ||f - m_k||^2``) and then sets every node to the
 neighbourhood-weighted mean of the samples, ``m_k = sum_j h_kc(j) f_j / sum_j h_kc(j)`` with a Gaussian
 neighbourhood ``h`` whose radius decays exponentially from ``sigma_start`` to ``sigma_end``. Samples are
-processed in chunks so memory stays bounded whatever the gallery's size. :class:`MiniSomBackend` wraps
-MiniSom behind the same interface, as a cross-check.
+processed in chunks so memory stays bounded whatever the gallery's size. Best-matching units come from a
+:class:`~somad.node_search.NodeSearch` (exact unless the map is given search dimensions), and the Gaussian
+neighbourhood on the grid, ``h = g(dr) g(dc)``, is applied one grid axis at a time. :class:`MiniSomBackend`
+wraps MiniSom behind the same interface, as a cross-check.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import numpy as np
 import torch
 
+from somad.node_search import NodeSearch
 from somad.progress import Monitor
 from somad.som_config import SomConfig
 
@@ -25,25 +28,6 @@ def grid_coordinates(rows: int, cols: int, device: torch.device | None = None) -
     return torch.stack([r.reshape(-1), c.reshape(-1)], dim=1).float().to(device)
 
 
-def squared_distances(
-    x: torch.Tensor, nodes: torch.Tensor, nodes_sq: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``||x_i - m_k||^2`` for every pair, via ``|x|^2 - 2 x.m + |m|^2`` (one matrix product), clamped at 0."""
-    if nodes_sq is None:
-        nodes_sq = (nodes * nodes).sum(1)
-    d2 = (x * x).sum(1, keepdim=True) - 2.0 * (x @ nodes.T) + nodes_sq.unsqueeze(0)
-    return d2.clamp_min_(0.0)
-
-
-def shifted_distances(x: torch.Tensor, nodes: torch.Tensor, nodes_sq: torch.Tensor) -> torch.Tensor:
-    """``||x_i - m_k||^2 - ||x_i||^2 = ||m_k||^2 - 2 x_i.m_k`` as one fused matrix product.
-
-    The dropped term is constant along each row, so argmin and top-k over nodes are those of the true
-    distances at a fraction of the memory traffic; add ``||x_i||^2`` back to the few values kept.
-    """
-    return torch.addmm(nodes_sq, x, nodes.T, alpha=-2.0)
-
-
 def sigma_schedule(config: SomConfig) -> list[float]:
     """Neighbourhood radius of each epoch: exponential decay from the initial to the final sigma."""
     start, end, n = config.initial_sigma, config.sigma_end, config.epochs
@@ -52,13 +36,40 @@ def sigma_schedule(config: SomConfig) -> list[float]:
     return [start * (end / start) ** (t / (n - 1)) for t in range(n)]
 
 
-class BatchSOM:
-    """A rows x cols batch SOM whose weights live on ``device``."""
+def epoch_samples(config: SomConfig, n: int) -> list[int]:
+    """Samples drawn in each epoch of ``n``: ``samples_per_epoch`` (``n`` when 0 or above ``n``), scaled by
+    ``(2 sigma_end / sigma)^2`` in the epochs whose radius ``sigma`` is wider, down to ``min_epoch_share`` of it.
 
-    def __init__(self, rows: int, cols: int, dim: int, device: torch.device, chunk_size: int = 8192):
+    The batch update sets a node to a mean over its neighbourhood, about ``sigma^2`` nodes wide: a wide epoch
+    averages each node over as many samples as a final one from ``(2 sigma_end / sigma)^2`` times as many
+    draws (measured in BENCHMARKS.md, "Training the map").
+    """
+    full = n if not 0 < config.samples_per_epoch < n else config.samples_per_epoch
+    floor = max(1, math.ceil(config.min_epoch_share * full))
+    return [
+        min(full, max(floor, math.ceil(full * min(1.0, (2.0 * config.sigma_end / sigma) ** 2))))
+        for sigma in sigma_schedule(config)
+    ]
+
+
+class BatchSOM:
+    """A rows x cols batch SOM whose weights live on ``device``; its nodes are searched through ``search_dims``
+    principal directions and ``candidates`` exact distances (:class:`~somad.node_search.NodeSearch`; 0: exact)."""
+
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        dim: int,
+        device: torch.device,
+        chunk_size: int = 8192,
+        search_dims: int = 0,
+        candidates: int = 0,
+    ):
         self.rows, self.cols, self.dim = rows, cols, dim
         self.device = device
         self.chunk_size = chunk_size
+        self.search_dims, self.candidates = search_dims, candidates
         self.weights = torch.zeros(rows * cols, dim, device=device)
         self._coords = grid_coordinates(rows, cols, device)
 
@@ -117,6 +128,33 @@ class BatchSOM:
         d2 = torch.cdist(self._coords, self._coords).pow_(2)
         return torch.exp(-d2 / (2.0 * sigma * sigma))
 
+    def spread(self, values: torch.Tensor, sigma: float) -> torch.Tensor:
+        """``h @ values`` for per-node ``values`` (n_nodes, m) without the (n_nodes, n_nodes) matrix ``h``.
+
+        The grid distance splits into rows and columns, ``h_kc = g(r_k - r_c) g(c_k - c_c)`` with
+        ``g(t) = exp(-t^2 / (2 sigma^2))``, so ``h`` is applied as a rows x rows then a cols x cols product:
+        O(n_nodes (rows + cols) m) instead of O(n_nodes^2 m).
+        """
+        flat = values.dim() == 1
+        grid = values.reshape(self.rows, self.cols, -1).to(torch.float32)
+
+        def kernel(n: int) -> torch.Tensor:
+            t = torch.arange(n, device=values.device, dtype=torch.float32)
+            return torch.exp(-((t[:, None] - t[None, :]) ** 2) / (2.0 * sigma * sigma))
+
+        grid = torch.einsum("ij,jcm->icm", kernel(self.rows), grid)
+        grid = torch.einsum("kc,icm->ikm", kernel(self.cols), grid)
+        out = grid.reshape(self.n_nodes, -1)
+        return out[:, 0] if flat else out
+
+    def search(self, mask: torch.Tensor | None = None) -> tuple[NodeSearch, torch.Tensor | None]:
+        """A search over the current weights (only nodes where ``mask`` is True) and the node index of each
+        searched node (``None`` when every node is searched)."""
+        if mask is None:
+            return NodeSearch(self.weights, self.search_dims, self.candidates), None
+        kept = torch.nonzero(mask.to(self.device)).flatten()
+        return NodeSearch(self.weights[kept], self.search_dims, self.candidates), kept
+
     def _chunks(self, n: int):
         for start in range(0, n, self.chunk_size):
             yield start, min(start + self.chunk_size, n)
@@ -129,11 +167,11 @@ class BatchSOM:
         sums = torch.zeros_like(self.weights)
         counts = torch.zeros(self.n_nodes, device=self.device)
         error = torch.zeros((), dtype=torch.float64, device=self.device)
-        nodes_sq = (self.weights * self.weights).sum(1)
+        search, _ = self.search()
         for start, stop in self._chunks(data.shape[0]):
             x = data[start:stop].to(self.device, torch.float32, non_blocking=True)
-            shifted, bmu = shifted_distances(x, self.weights, nodes_sq).min(1)
-            d2 = (shifted + (x * x).sum(1)).clamp_min_(0.0)
+            bmu, d2 = search.nearest(x, 1)
+            bmu, d2 = bmu[:, 0], d2[:, 0]
             sums.index_add_(0, bmu, x)
             counts += torch.bincount(bmu, minlength=self.n_nodes).to(counts.dtype)
             error += d2.sqrt().sum(dtype=torch.float64)
@@ -146,31 +184,31 @@ class BatchSOM:
     def fit(self, data: torch.Tensor, config: SomConfig, monitor: Monitor | None = None) -> list[float]:
         """Run ``config.epochs`` batch epochs over ``data`` (n, dim).
 
-        With ``config.samples_per_epoch`` below ``n``, each epoch draws that many samples afresh (seeded by
-        ``config.seed``): the batch update is a neighbourhood-weighted mean, which a random sample of
-        tens of samples per node already estimates, so the map's quality holds at a fraction of the passes
-        (measured in BENCHMARKS.md). Returns the quantization error measured during each epoch (on its
-        samples, before that epoch's update).
+        Each epoch draws :func:`epoch_samples` samples afresh (seeded by ``config.seed``), or passes over all
+        of them: the batch update is a neighbourhood-weighted mean, which a random sample of tens of samples
+        per node already estimates, so the map's quality holds at a fraction of the passes (measured in
+        BENCHMARKS.md). Returns the quantization error measured during each epoch (on its samples, before
+        that epoch's update).
         """
         monitor = monitor or Monitor()
         errors = []
         schedule = sigma_schedule(config)
+        sizes = epoch_samples(config, data.shape[0])
+        total = sum(sizes)  # progress in samples, so the bar moves within each epoch
         generator = torch.Generator().manual_seed(config.seed)
-        per_epoch = config.samples_per_epoch
-        for epoch, sigma in enumerate(schedule):
+        done = 0
+        for sigma, size in zip(schedule, sizes, strict=True):
             sample = data
-            if 0 < per_epoch < data.shape[0]:
-                sample = data[torch.randperm(data.shape[0], generator=generator)[:per_epoch].to(data.device)]
-            n = sample.shape[0]
-            total = n * len(schedule)  # progress in samples, so the bar moves within each epoch
-            monitor.step("som", epoch * n, total)
+            if size < data.shape[0]:
+                sample = data[torch.randperm(data.shape[0], generator=generator)[:size].to(data.device)]
+            monitor.step("som", done, total)
             sums, counts, error = self.epoch_sums(
-                sample, monitor, lambda done, e=epoch, n=n, t=total: monitor.step("som", e * n + done, t)
+                sample, monitor, lambda d, before=done: monitor.step("som", before + d, total)
             )
+            done += size
             errors.append(error)
-            h = self.neighbourhood(sigma)
-            numerator = h @ sums
-            denominator = h @ counts
+            numerator = self.spread(sums, sigma)
+            denominator = self.spread(counts, sigma)
             update = denominator > 1e-12 * max(float(counts.sum()), 1.0)
             self.weights[update] = numerator[update] / denominator[update].unsqueeze(1)
         monitor.step("som", 1, 1)
@@ -185,15 +223,11 @@ class BatchSOM:
 
         Nodes where ``mask`` is False are never returned.
         """
-        nodes_sq = (self.weights * self.weights).sum(1)
-        if mask is not None:
-            nodes_sq = torch.where(mask.to(self.device), nodes_sq, torch.full_like(nodes_sq, float("inf")))
+        search, kept = self.search(mask)
         idx_parts, d2_parts = [], []
         for start, stop in self._chunks(data.shape[0]):
-            x = data[start:stop].to(self.device, torch.float32)
-            shifted, idx = torch.topk(shifted_distances(x, self.weights, nodes_sq), k, dim=1, largest=False)
-            d2 = (shifted + (x * x).sum(1, keepdim=True)).clamp_min_(0.0)
-            idx_parts.append(idx)
+            idx, d2 = search.nearest(data[start:stop], k)
+            idx_parts.append(idx if kept is None else kept[idx])
             d2_parts.append(d2)
         return torch.cat(idx_parts), torch.cat(d2_parts)
 
@@ -229,7 +263,9 @@ def train_som(
     """Initialise (positional, PCA or random, per ``config.init``) and train a SOM on (N, gh, gw, d) features."""
     dims = position_features.shape[-1]
     patches = position_features.reshape(-1, dims)
-    som = BatchSOM(config.rows, config.cols, dims, device, config.chunk_size)
+    som = BatchSOM(
+        config.rows, config.cols, dims, device, config.chunk_size, config.search_dims, config.candidates
+    )
     if config.init == "positional":
         som.init_positional(position_features.mean(0).permute(2, 0, 1))
     elif config.init == "pca":

@@ -145,6 +145,48 @@ class SomConfig:
             flag="--som-samples",
         ),
     )
+    min_epoch_share: float = field(
+        default=0.1,
+        metadata=_doc(
+            "Least share per epoch",
+            "Epochs with a wide neighbourhood σ draw fewer patches, (2 σ end / σ)² of the patches per epoch,\n"
+            "at least this share of them (1: every epoch draws them all).",
+            "SOM",
+            "float",
+            0.01,
+            1.0,
+            0.05,
+            2,
+            form=False,
+        ),
+    )
+    search_dims: int = field(
+        default=0,
+        metadata=_doc(
+            "Search dimensions",
+            "Principal directions of the nodes in which every node's distance is measured to find a patch's\n"
+            "nearest nodes; the best candidates then get exact distances (0: exact distances to every node).",
+            "SOM",
+            "int",
+            0,
+            4096,
+            flag="--search-dims",
+            form=False,
+        ),
+    )
+    candidates: int = field(
+        default=8,
+        metadata=_doc(
+            "Search candidates",
+            "Nodes nearest in the search dimensions whose exact distances choose a patch's nearest nodes.",
+            "SOM",
+            "int",
+            1,
+            4096,
+            flag="--search-candidates",
+            form=False,
+        ),
+    )
     seed: int = 0
     chunk_size: int = 8192
 
@@ -166,6 +208,15 @@ class SomConfig:
             raise ConfigError("sigma: expected 0 < sigma_end <= sigma_start")
         if self.init not in ("positional", "pca", "random"):
             raise ConfigError(f"init: expected positional, pca or random, got {self.init!r}")
+        if not 0 < self.min_epoch_share <= 1:
+            raise ConfigError(
+                f"min_epoch_share: expected a share above 0, at most 1, got {self.min_epoch_share}"
+            )
+        if self.search_dims < 0 or self.candidates < 1:
+            raise ConfigError(
+                f"search: expected 0 or more dimensions and at least 1 candidate, got {self.search_dims} and "
+                f"{self.candidates}"
+            )
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size: expected at least 1, got {self.chunk_size}")
 

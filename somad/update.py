@@ -80,7 +80,7 @@ def update_model(
     grid = old.aggregated(extracted.features.patches.to(device, torch.float32))
     patches = grid.reshape(-1, grid.shape[-1])
     weights = continue_som(old, patches, monitor)
-    som = BatchSOM(old.config.som.rows, old.config.som.cols, patches.shape[1], device)
+    som = old.fitted_som()
     som.weights = weights
     assignments = som.nearest(patches, 1)[0][:, 0]
     t2 = time.perf_counter()
@@ -115,14 +115,21 @@ def continue_som(detector, patches: torch.Tensor, monitor: Monitor) -> torch.Ten
     config = detector.config.som
     counts = detector.gaussians.counts.to(patches.device, torch.float32)
     anchor_sums = detector.gaussians.means.to(patches.device) * counts.unsqueeze(1)
-    som = BatchSOM(config.rows, config.cols, patches.shape[1], patches.device, config.chunk_size)
+    som = BatchSOM(
+        config.rows,
+        config.cols,
+        patches.shape[1],
+        patches.device,
+        config.chunk_size,
+        config.search_dims,
+        config.candidates,
+    )
     som.weights = detector.som_weights.to(patches.device).clone()
-    h = som.neighbourhood(config.sigma_end)
     for epoch in range(CONTINUATION_EPOCHS):
         monitor.step("som", epoch, CONTINUATION_EPOCHS)
         sums, hits, _ = som.epoch_sums(patches, monitor)
-        numerator = h @ (sums + anchor_sums)
-        denominator = h @ (hits + counts)
+        numerator = som.spread(sums + anchor_sums, config.sigma_end)
+        denominator = som.spread(hits + counts, config.sigma_end)
         keep = denominator > 1e-12 * max(float((hits + counts).sum()), 1.0)
         som.weights[keep] = numerator[keep] / denominator[keep].unsqueeze(1)
     monitor.step("som", CONTINUATION_EPOCHS, CONTINUATION_EPOCHS)

@@ -361,3 +361,4 @@ def test_format_1_files_are_read_with_their_tensor_digest_only():
     _, meta = read_model_file(data)
     assert meta["format_version"] == 1 and "metadata_sha256" not in meta
     assert meta["config"]["features"]["normalisation"] == "imagenet"  # the upgrade step's default
+    assert meta["config"]["som"]["search_dims"] == 0  # their nearest nodes were searched exactly

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from somad.config import SomConfig
-from somad.som import BatchSOM, MiniSomBackend, grid_coordinates, sigma_schedule, umatrix
+from somad.som import (
+    BatchSOM,
+    MiniSomBackend,
+    epoch_samples,
+    grid_coordinates,
+    sigma_schedule,
+    umatrix,
+)
 
 CPU = torch.device("cpu")
 
@@ -31,7 +40,7 @@ def _fitted_som(
     x = torch.from_numpy(data)
     som = BatchSOM(rows, cols, data.shape[1], CPU, chunk)
     som.init_random(x, 0)
-    som.fit(x, SomConfig(rows=rows, cols=cols, epochs=epochs))
+    som.fit(x, SomConfig(rows=rows, cols=cols, epochs=epochs, min_epoch_share=1.0))
     return som
 
 
@@ -69,7 +78,7 @@ def test_batch_som_and_minisom_reach_comparable_quantization_error():
     som = BatchSOM(8, 8, data.shape[1], CPU, 512)
     som.init_pca(x, 0)
     start_qe = som.quantization_error(x)
-    som.fit(x, SomConfig(rows=8, cols=8, epochs=epochs))
+    som.fit(x, SomConfig(rows=8, cols=8, epochs=epochs, min_epoch_share=1.0))
     mini = MiniSomBackend(8, 8, data.shape[1], sigma=2.0, learning_rate=0.5, seed=0)
     mini.som.pca_weights_init(data)
     mini.fit_batch(data, epochs)
@@ -86,7 +95,7 @@ def test_quantization_error_decreases_over_epochs():
     som = BatchSOM(8, 8, data.shape[1], CPU, 512)
     som.init_pca(x, 0)
     before = som.quantization_error(x)
-    errors = som.fit(x, SomConfig(rows=8, cols=8, epochs=5))
+    errors = som.fit(x, SomConfig(rows=8, cols=8, epochs=5, min_epoch_share=1.0))
     assert len(errors) == 5
     # Each entry is measured during its epoch, before that epoch's update.
     assert errors[0] == pytest.approx(before, rel=1e-5)
@@ -258,7 +267,7 @@ def test_fit_is_seeded_and_deterministic():
     x = torch.from_numpy(data)
     c = BatchSOM(8, 8, data.shape[1], CPU, 300)
     c.init_random(x, 1)
-    c.fit(x, SomConfig(rows=8, cols=8, epochs=3))
+    c.fit(x, SomConfig(rows=8, cols=8, epochs=3, min_epoch_share=1.0))
     assert not torch.equal(a.weights, c.weights)
 
 
@@ -268,7 +277,7 @@ def test_fit_keeps_weights_finite_with_empty_nodes():
     x = torch.from_numpy(data)
     som = BatchSOM(12, 12, 3, CPU)
     som.init_random(x, 0)
-    errors = som.fit(x, SomConfig(rows=12, cols=12, epochs=3, sigma_end=0.3))
+    errors = som.fit(x, SomConfig(rows=12, cols=12, epochs=3, sigma_end=0.3, min_epoch_share=1.0))
     assert torch.isfinite(som.weights).all()
     assert errors[-1] < 1e-3
     hits = som.hit_counts(x)
@@ -281,7 +290,7 @@ def test_epochs_on_drawn_samples_reach_the_quality_of_full_passes():
     for per_epoch in (0, 1_000):
         som = BatchSOM(8, 8, data.shape[1], CPU, 4096)
         som.init_pca(data, 0)
-        som.fit(data, SomConfig(rows=8, cols=8, epochs=6, samples_per_epoch=per_epoch))
+        som.fit(data, SomConfig(rows=8, cols=8, epochs=6, samples_per_epoch=per_epoch, min_epoch_share=1.0))
         result[per_epoch] = (som.quantization_error(data), som.topographic_error(data), som.weights.clone())
     full, drawn = result[0], result[1_000]
     assert drawn[0] <= full[0] * 1.03  # 20 times fewer samples a pass, the same quantization error
@@ -289,5 +298,28 @@ def test_epochs_on_drawn_samples_reach_the_quality_of_full_passes():
     assert not torch.equal(full[2], drawn[2])  # the samples were drawn: a different map
     again = BatchSOM(8, 8, data.shape[1], CPU, 4096)
     again.init_pca(data, 0)
-    again.fit(data, SomConfig(rows=8, cols=8, epochs=6, samples_per_epoch=1_000))
+    again.fit(data, SomConfig(rows=8, cols=8, epochs=6, samples_per_epoch=1_000, min_epoch_share=1.0))
     assert torch.equal(again.weights, drawn[2])  # seeded: the same draws
+
+
+def test_epochs_with_a_wide_neighbourhood_draw_fewer_samples():
+    config = SomConfig(rows=40, cols=40, epochs=10, sigma_end=0.5, samples_per_epoch=10_000)
+    sizes = epoch_samples(config, 50_000)
+    assert sizes[-1] == 10_000 and sizes[0] == 1_000  # the floor: a tenth
+    assert all(b >= a for a, b in itertools.pairwise(sizes))
+    for sigma, size in zip(sigma_schedule(config), sizes, strict=True):
+        assert size == min(10_000, max(1_000, math.ceil(10_000 / sigma**2)))  # (2 sigma_end / sigma)^2
+    assert epoch_samples(config, 3_000) == [3_000] * 10 or epoch_samples(config, 3_000)[-1] == 3_000
+    assert epoch_samples(replace(config, min_epoch_share=1.0), 50_000) == [10_000] * 10
+
+
+def test_fewer_samples_in_wide_epochs_keep_the_map_quality():
+    data = torch.from_numpy(_clustered_data(seed=3, n=20_000))
+    result = {}
+    for share in (1.0, 0.1):
+        som = BatchSOM(12, 12, data.shape[1], CPU, 4096)
+        som.init_pca(data, 0)
+        som.fit(data, SomConfig(rows=12, cols=12, epochs=8, sigma_end=0.5, min_epoch_share=share))
+        result[share] = (som.quantization_error(data), som.topographic_error(data))
+    assert result[0.1][0] <= result[1.0][0] * 1.03
+    assert result[0.1][1] <= result[1.0][1] + 0.02

@@ -14,8 +14,12 @@ Where the defaults depart from the paper, each measured in BENCHMARKS.md ("Why S
   with fewer patches a node's Gaussian rests on too few of them, with more a finer map localises better
   (``som.rows`` and ``som.cols`` 0).
 - k = 2 instead of 4: a larger k reaches broader node Gaussians, which make defects look normal.
+- The SOM's epochs with a wide neighbourhood draw fewer patches (:func:`somad.som.epoch_samples`,
+  ``som.min_epoch_share``): the batch update averages each node over its whole neighbourhood.
 
-``patch_window = patch_stride = 1``, ``rows = cols = 56`` and ``k = 4`` give the paper's method as before.
+``patch_window = patch_stride = 1``, ``rows = cols = 56``, ``k = 4``, ``samples_per_epoch = 0`` and
+``min_epoch_share = 1`` give the paper's method as before. Nearest nodes are searched exactly unless
+``som.search_dims`` asks for a search through principal directions (:mod:`somad.node_search`).
 """
 
 from __future__ import annotations
@@ -41,23 +45,9 @@ from somad.gaussian import (
     unpack_lower,
 )
 from somad.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector
+from somad.node_search import NodeSearch
 from somad.progress import Monitor
 from somad.som import BatchSOM, train_som, umatrix
-
-#: Candidates beyond k whose Euclidean distances are recomputed in float64 before the k nearest are chosen.
-RERANKED = 2
-
-
-def rerank(x: torch.Tensor, weights: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
-    """The k nearest (Eq. 1) among each row's ``candidates`` (n, c) by distances recomputed in float64.
-
-    The float32 matrix product that finds the candidates sums in an order that depends on the library and the
-    batch, so nodes at nearly equal distances can swap; the choice among the candidates is made in float64,
-    the same in the Python path and in an exported graph.
-    """
-    diff = x.unsqueeze(1).double() - weights[candidates].double()
-    order = torch.topk((diff * diff).sum(-1), k, dim=1, largest=False).indices
-    return candidates.gather(1, order)
 
 
 @dataclass
@@ -115,6 +105,9 @@ class SomadDetector(Detector):
         "som.patch_window",
         "som.patch_stride",
         "som.samples_per_epoch",
+        "som.min_epoch_share",
+        "som.search_dims",
+        "som.candidates",
         "som.seed",
         "som.chunk_size",
         "statistics.lam",
@@ -179,7 +172,7 @@ class SomadDetector(Detector):
             "zero_init_last": self.config.features.zero_init_last,
             "som_quantization_error": fitted.quantization_error,
             "som_topographic_error": fitted.som.topographic_error(
-                patches[:: max(1, patches.shape[0] // 100_000)]
+                patches[:: max(1, patches.shape[0] // 20_000)]
             ),
             "nodes_with_hits": int(fitted.gaussians.valid.sum()),
             "som_shape": [self.config.som.rows, self.config.som.cols],
@@ -197,8 +190,7 @@ class SomadDetector(Detector):
         grid = self.aggregated(features.patches.to(storage, torch.float32))
         patches = grid.reshape(-1, grid.shape[-1])
         t0 = time.perf_counter()
-        som = BatchSOM(self.config.som.rows, self.config.som.cols, patches.shape[1], self.device)
-        som.weights = self.som_weights
+        som = self.fitted_som()
         nearest = som.nearest(patches, 1)[0][:, 0]
         stats = self.config.statistics
         self.gaussians = fit_node_gaussians(
@@ -211,12 +203,28 @@ class SomadDetector(Detector):
         self.fit_seconds["statistics"] = self.fit_seconds.get("statistics", 0.0) + time.perf_counter() - t0
         return self
 
-    def _searched_nodes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The nodes with hits (only they are ever returned) and their weights, kept while the map is the same."""
+    def fitted_som(self) -> BatchSOM:
+        """The fitted map, searched as configured."""
+        config = self.config.som
+        som = BatchSOM(
+            config.rows,
+            config.cols,
+            self.som_weights.shape[1],
+            self.device,
+            config.chunk_size,
+            config.search_dims,
+            config.candidates,
+        )
+        som.weights = self.som_weights
+        return som
+
+    def node_search(self) -> tuple[NodeSearch, torch.Tensor]:
+        """The search over the nodes with hits (only they are ever returned) and their node indices, kept
+        while the map is the same."""
         cached = getattr(self, "_search", None)
         if cached is None or cached[0] is not self.som_weights:
-            searched = torch.nonzero(self.gaussians.valid).flatten()
-            cached = (self.som_weights, searched, self.som_weights[searched].contiguous())
+            search, searched = self.fitted_som().search(self.gaussians.valid)
+            cached = (self.som_weights, search, searched)
             self._search = cached
         return cached[1], cached[2]
 
@@ -233,18 +241,16 @@ class SomadDetector(Detector):
         """Patch scores (B, gh', gw') (Eq. 3, minimum over the k nearest nodes), nearest nodes (B, gh', gw', k)
         and best node (B, gh', gw') of patch features (B, gh, gw, d), on the aggregated grid.
 
-        Nearest nodes are by Euclidean distance to the SOM weights (Eq. 1), among nodes with training hits only.
+        Nearest nodes are by Euclidean distance to the SOM weights (Eq. 1, through :meth:`node_search`), among
+        nodes with training hits only.
         """
         self._check_fitted()
         patches = self.aggregated(patches.to(self.device, torch.float32))
         b, gh, gw, d = patches.shape
         x = patches.reshape(-1, d)
-        searched, weights = self._searched_nodes()
-        k = min(self.config.scoring.k, int(searched.numel()))
-        som = BatchSOM(1, int(searched.numel()), d, self.device)
-        som.weights = weights
-        candidates = som.nearest(x, min(k + RERANKED, int(searched.numel())))[0]
-        nearest = searched[rerank(x, som.weights, candidates, k)]
+        search, searched = self.node_search()
+        k = min(self.config.scoring.k, search.n_nodes)
+        nearest = searched[search.nearest(x, k)[0]]
         d2 = mahalanobis_to_nodes(x, nearest, self.gaussians)
         best_d2, best_pos = d2.min(1)
         best = nearest.gather(1, best_pos.unsqueeze(1)).squeeze(1)
