@@ -146,7 +146,7 @@ class SomConfig:
         ),
     )
     min_epoch_share: float = field(
-        default=0.1,
+        default=0.3,
         metadata=_doc(
             "Least share per epoch",
             "Epochs with a wide neighbourhood σ draw fewer patches, (2 σ end / σ)² of the patches per epoch,\n"
