@@ -127,24 +127,26 @@ def fit_node_gaussians(
     starts = (torch.cumsum(counts, 0) - counts).tolist()
     counts_list = counts.tolist()
     inverse = torch.empty(n_nodes, dims, dims, dtype=torch.float32, device=device)
-    eye = torch.eye(dims, dtype=torch.float64, device=device)
-    with single_threaded(device):
-        for start in range(0, n_nodes, node_chunk):
-            stop = min(start + node_chunk, n_nodes)
-            monitor.step("statistics", start, n_nodes)
-            first, last = starts[start], starts[stop - 1] + counts_list[stop - 1]
-            block = features[order[first:last]].to(device, torch.float32)
-            scatter = torch.zeros(stop - start, dims, dims, dtype=torch.float64, device=device)
+    for start in range(0, n_nodes, node_chunk):
+        stop = min(start + node_chunk, n_nodes)
+        monitor.step("statistics", start, n_nodes)
+        first, last = starts[start], starts[stop - 1] + counts_list[stop - 1]
+        block = features[order[first:last]].to(device, torch.float32)
+        cov = torch.empty(stop - start, dims, dims, dtype=torch.float64, device=device)
+        with single_threaded(device), torch.inference_mode():
             for node in range(start, stop):
                 if counts_list[node] >= 2:
                     lo = starts[node] - first
                     centred = block[lo : lo + counts_list[node]] - means[node].float()
-                    scatter[node - start] = (centred.T @ centred).double()
-            with torch.inference_mode():
-                n = counts_dev[start:stop].to(torch.float64).view(-1, 1, 1)
-                own = (scatter + shrinkage * pooled) / (n - 1 + shrinkage).clamp_min(1e-12)
-                cov = torch.where(n >= 2, own, pooled.expand_as(own)) + lam * eye
-            inverse[start:stop] = inverse_cholesky(cov)
+                    cov[node - start] = centred.T @ centred
+                else:
+                    cov[node - start] = 0.0
+        with torch.inference_mode():  # in place: a chunk of float64 matrices is tens of megabytes
+            n = counts_dev[start:stop].to(torch.float64)
+            cov.add_(pooled, alpha=shrinkage).div_((n - 1 + shrinkage).clamp_min(1e-12).view(-1, 1, 1))
+            cov[n < 2] = pooled
+            cov.diagonal(dim1=1, dim2=2).add_(lam)
+        inverse[start:stop] = inverse_cholesky(cov)
     monitor.step("statistics", n_nodes, n_nodes)
     return NodeGaussians(means.float(), inverse, counts.to(device))
 
