@@ -1,0 +1,88 @@
+"""Where SOMAD's time goes at the defaults, on cached features: the fit's stages (the map, the statistics) and
+the scoring head split into the nearest-node search (Eq. 1), the Mahalanobis distances (Eq. 3) and the maps
+(upsampling and smoothing), in batches as ``somad bench`` scores.
+
+    python benchmarks/bench_somad_stages.py ../shared/data --cache CACHE
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import somad
+from somad.extraction import FeatureSet
+from somad.feature_cache import FeatureCache
+from somad.features import configure_threads
+from somad.gaussian import mahalanobis_to_nodes
+from somad.maps import anomaly_maps
+from somad.methods.registry import create_detector
+
+sys.path.insert(0, str(Path(__file__).parent))
+from somad_analysis import load
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data")
+    parser.add_argument("--cache")
+    parser.add_argument("--categories")
+    args = parser.parse_args()
+    configure_threads()
+    base = somad.SomadConfig().with_changes(max_train=200).validate()
+    cache = FeatureCache(args.cache or somad.bench.default_cache_folder(), device=torch.device("cpu"))
+    folders = somad.find_categories(args.data)
+    if args.categories:
+        folders = [f for f in folders if f.name in args.categories.split(",")]
+    print(
+        "| category | map | fit s: map (training, assignment) / statistics / all | head ms per image: search / "
+        "Mahalanobis / maps / all | nodes a batch |"
+    )
+    print("|---|---|---|---|---|")
+    for folder in folders:
+        train, test, kept = load(folder, base, cache)
+        detector = create_detector("somad", base, {}, torch.device("cpu"))
+        t0 = time.perf_counter()
+        detector.fit(FeatureSet(train.features.patches, {}), None)
+        fit_s = time.perf_counter() - t0
+        batch, k, n = base.features.batch_size, detector.config.scoring.k, len(kept)
+        search, searched = detector.node_search()
+        seconds = {"search": 0.0, "mahalanobis": 0.0, "maps": 0.0}
+        unique = 0
+        with torch.inference_mode():
+            for start in range(0, n, batch):
+                stop = min(start + batch, n)
+                t0 = time.perf_counter()
+                grid = detector.aggregated(test.features.patches[start:stop].float())
+                b, gh, gw, d = grid.shape
+                x = grid.reshape(-1, d)
+                nearest = searched[search.nearest(x, k)[0]]
+                t1 = time.perf_counter()
+                scores = (
+                    mahalanobis_to_nodes(x, nearest, detector.gaussians).min(1).values.sqrt().view(b, gh, gw)
+                )
+                t2 = time.perf_counter()
+                anomaly_maps(scores, detector.config, test.sizes[start:stop])
+                t3 = time.perf_counter()
+                seconds["search"] += t1 - t0
+                seconds["mahalanobis"] += t2 - t1
+                seconds["maps"] += t3 - t2
+                unique += int(torch.unique(nearest).numel())
+        ms = {key: 1000 * value / n for key, value in seconds.items()}
+        fit = detector.fit_seconds
+        side = detector.config.som.rows
+        print(
+            f"| {folder.name} | {side} x {side} | {fit['som']:.1f} / {fit['statistics']:.1f} / {fit_s:.1f} | "
+            f"{ms['search']:.1f} / {ms['mahalanobis']:.1f} / {ms['maps']:.1f} / {sum(ms.values()):.1f} | "
+            f"{unique / -(-n // batch):.0f} of {search.n_nodes} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
