@@ -10,8 +10,9 @@ exact distances choose the k nearest. This departs from Eq. 1 only where a node 
 ranks below ``c`` in the projection (measured in BENCHMARKS.md, "Searching the nodes"); with ``r = 0`` or
 ``c`` at least the number of nodes, every node is a candidate and the search is exact.
 
-Queries go in blocks of :data:`BLOCK` rows so that each block's (rows, nodes) distance matrix stays in the
-processor's cache: the search is bound by writing and reading that matrix, not by the arithmetic.
+Queries go in blocks whose (rows, nodes) distance matrix holds about :data:`BLOCK_ELEMENTS` values, so that
+it stays in the processor's cache: written to memory and read back, that matrix, not the arithmetic, bounded
+the search.
 
 Among the ``k + RERANKED`` best candidates, the final choice is made on distances recomputed in float64: the
 float32 products sum in an order that depends on the library and the batch, so nodes at nearly equal
@@ -24,8 +25,8 @@ import torch
 
 #: Candidates beyond k whose distances are recomputed in float64 before the k nearest are chosen.
 RERANKED = 2
-#: Query rows per block of the search.
-BLOCK = 128
+#: Distances per block of the search: about 2 MB of float32.
+BLOCK_ELEMENTS = 1 << 19
 
 
 def rerank(x: torch.Tensor, weights: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
@@ -68,6 +69,11 @@ class NodeSearch(torch.nn.Module):
     def n_nodes(self) -> int:
         return int(self.weights.shape[0])
 
+    @property
+    def block(self) -> int:
+        """Query rows per block (module doc)."""
+        return max(32, min(8192, BLOCK_ELEMENTS // self.candidates))
+
     def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (n, k) of the k nearest nodes of each row of ``x`` (n, d), nearest first."""
         k = min(k, self.n_nodes)
@@ -89,8 +95,8 @@ class NodeSearch(torch.nn.Module):
         """Indices (n, k) of the k nearest nodes, nearest first, and their squared distances (n, k)."""
         k = min(k, self.n_nodes)
         found, squared = [], []
-        for start in range(0, x.shape[0], BLOCK):
-            block = x[start : start + BLOCK].to(self.weights.device, torch.float32)
+        for start in range(0, x.shape[0], self.block):
+            block = x[start : start + self.block].to(self.weights.device, torch.float32)
             idx = self.forward(block, k)
             diff = block.unsqueeze(1) - self.weights[idx]
             found.append(idx)
@@ -99,3 +105,23 @@ class NodeSearch(torch.nn.Module):
             empty = torch.zeros(0, k, device=self.weights.device)
             return empty.long(), empty
         return torch.cat(found), torch.cat(squared)
+
+    @torch.inference_mode()
+    def best(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The nearest node (n,) of each row of ``x`` and its squared distance (n,), in float32 throughout:
+        the best-matching units of the SOM's training, where a near tie may go either way."""
+        best, squared = [], []
+        for start in range(0, x.shape[0], self.block):
+            block = x[start : start + self.block].to(self.weights.device, torch.float32)
+            if self.exhaustive:
+                shifted, idx = torch.addmm(self.squared, block, self.weights.T, alpha=-2.0).min(1)
+            else:
+                q = (block - self.centre) @ self.basis
+                coarse = torch.addmm(self.projected_squared, q, self.projected.T, alpha=-2.0)
+                wide = torch.topk(coarse, self.candidates, dim=1, largest=False).indices
+                exact = self.squared[wide] - 2.0 * torch.einsum("ncd,nd->nc", self.weights[wide], block)
+                shifted, pick = exact.min(1)
+                idx = wide.gather(1, pick.unsqueeze(1)).squeeze(1)
+            best.append(idx)
+            squared.append((shifted + (block * block).sum(1)).clamp_min_(0.0))
+        return torch.cat(best), torch.cat(squared)

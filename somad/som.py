@@ -170,8 +170,7 @@ class BatchSOM:
         search, _ = self.search()
         for start, stop in self._chunks(data.shape[0]):
             x = data[start:stop].to(self.device, torch.float32, non_blocking=True)
-            bmu, d2 = search.nearest(x, 1)
-            bmu, d2 = bmu[:, 0], d2[:, 0]
+            bmu, d2 = search.best(x)
             sums.index_add_(0, bmu, x)
             counts += torch.bincount(bmu, minlength=self.n_nodes).to(counts.dtype)
             error += d2.sqrt().sum(dtype=torch.float64)

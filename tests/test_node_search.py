@@ -91,3 +91,12 @@ def test_the_neighbourhood_applied_by_axis_equals_the_full_matrix(rows, cols, si
     torch.testing.assert_close(som.spread(values, sigma), som.neighbourhood(sigma) @ values)
     counts = values[:, 0].abs()
     torch.testing.assert_close(som.spread(counts, sigma), som.neighbourhood(sigma) @ counts)
+
+
+@pytest.mark.parametrize("dims, candidates", [(0, 8), (6, 300)])
+def test_the_best_matching_unit_is_the_nearest_node(dims, candidates):
+    weights, x = _data(7)
+    best, d2 = NodeSearch(weights, dims, candidates).best(x)
+    exact = ((x[:, None].double() - weights[None].double()) ** 2).sum(-1)
+    assert torch.equal(best, exact.argmin(1))
+    torch.testing.assert_close(d2.double(), exact.min(1).values, rtol=1e-4, atol=1e-4)
