@@ -72,7 +72,7 @@ class NodeSearch(torch.nn.Module):
     @property
     def block(self) -> int:
         """Query rows per block (module doc)."""
-        return max(32, min(8192, BLOCK_ELEMENTS // self.candidates))
+        return max(32, min(8192, BLOCK_ELEMENTS // self.n_nodes))
 
     def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (n, k) of the k nearest nodes of each row of ``x`` (n, d), nearest first."""

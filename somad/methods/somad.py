@@ -5,7 +5,8 @@ Gaussian per map node (Eq. 2), and for each test patch the minimum Mahalanobis d
 Nearest nodes are found by Euclidean distance to the SOM weights among the nodes with training hits; the
 Gaussians are centred on the mean of the patches each node won (see :mod:`somad.gaussian`).
 
-Where the defaults depart from the paper, each measured in BENCHMARKS.md ("Why SOMAD loses where it loses"):
+Where the defaults depart from the paper, each measured in BENCHMARKS.md ("Why SOMAD loses where it loses" and
+"Making SOMAD cheaper"):
 
 - The patches ``f`` of Eqs. 1 to 3 are locally aggregated (:mod:`somad.aggregation`: the mean over a 3 x 3
   window, every second cell) instead of single grid cells: a patch carries its neighbourhood, and a quarter of
@@ -14,8 +15,9 @@ Where the defaults depart from the paper, each measured in BENCHMARKS.md ("Why S
   with fewer patches a node's Gaussian rests on too few of them, with more a finer map localises better
   (``som.rows`` and ``som.cols`` 0).
 - k = 2 instead of 4: a larger k reaches broader node Gaussians, which make defects look normal.
-- The SOM's epochs with a wide neighbourhood draw fewer patches (:func:`somad.som.epoch_samples`,
-  ``som.min_epoch_share``): the batch update averages each node over its whole neighbourhood.
+- The SOM's training (Section 2.2) draws 100,000 patches an epoch, and its epochs with a wide neighbourhood
+  fewer (:func:`somad.som.epoch_samples`, ``som.samples_per_epoch``, ``som.min_epoch_share``): a batch update
+  averages each node over its whole neighbourhood, which a sample already estimates.
 
 ``patch_window = patch_stride = 1``, ``rows = cols = 56``, ``k = 4``, ``samples_per_epoch = 0`` and
 ``min_epoch_share = 1`` give the paper's method as before. Nearest nodes are searched exactly unless
