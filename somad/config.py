@@ -207,17 +207,21 @@ class StatisticsConfig:
     the pooled within-node covariance each node's covariance is shrunk towards; 0 gives Eq. 2 as printed.
     """
 
-    lam: float = field(
-        default=0.01,
+    lam: float | None = field(
+        default=None,
         metadata=_doc(
             "λ (ridge)",
-            "Lambda added to the diagonal of every covariance (Eq. 2) to keep it invertible.",
+            "Lambda added to the diagonal of every covariance (Eq. 2) to keep it invertible. Auto: for SOMAD\n"
+            "half the mean per-channel variance of the training patches around their nodes' means (a node\n"
+            "rests on tens of patches in hundreds of channels, so λ sets its spread in most directions);\n"
+            "for PaDiM 0.01, as in its paper. The value used is kept with the model.",
             "Statistics and scoring",
-            "float",
+            "optional_float",
             1e-6,
             100.0,
             0.001,
             4,
+            special="Auto",
             flag="--lambda",
         ),
     )
@@ -238,7 +242,7 @@ class StatisticsConfig:
     )
 
     def validate(self) -> None:
-        if self.lam <= 0:
+        if self.lam is not None and self.lam <= 0:
             raise ConfigError(f"lambda: expected > 0 to keep covariances invertible, got {self.lam}")
         if self.shrinkage < 0:
             raise ConfigError(f"shrinkage: expected >= 0, got {self.shrinkage}")

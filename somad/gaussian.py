@@ -12,6 +12,7 @@ Covariance (Eq. 2 with shrinkage towards the pooled within-node covariance, Baye
     Sigma_p  = sum_j S_j / (N - J)                       (J = nodes with >= 1 hit)
     Sigma_j  = (S_j + n0 Sigma_p) / (n_j - 1 + n0) + lambda I          (n_j >= 2)
     Sigma_j  = Sigma_p + lambda I                                      (n_j == 1: mean = the one patch)
+    lambda   = RELATIVE_RIDGE * tr(Sigma_p) / d                        (when not given: scale-free)
 
 With ``n0 = 0`` this is Eq. 2 as printed. Nodes with no hit hold no evidence of normal data and are masked
 out of the nearest-node search (no phantom nodes at the origin). Each covariance is stored as the inverse of
@@ -31,14 +32,20 @@ import torch
 from somad.devices import single_threaded
 from somad.progress import Monitor
 
+#: The ridge, when not given, as a share of the mean per-channel variance of the patches around their node's
+#: mean (BENCHMARKS.md, "The ridge λ over seeds").
+RELATIVE_RIDGE = 0.5
+
 
 @dataclass
 class NodeGaussians:
-    """Means (J, d), inverse Cholesky factors (J, d, d), hit counts (J,) of every node; float32."""
+    """Means (J, d), inverse Cholesky factors (J, d, d), hit counts (J,) of every node; float32; and the ridge
+    λ their covariances were fitted with."""
 
     means: torch.Tensor
     inverse_cholesky: torch.Tensor
     counts: torch.Tensor
+    ridge: float = 0.0
 
     @property
     def valid(self) -> torch.Tensor:
@@ -46,7 +53,9 @@ class NodeGaussians:
         return self.counts > 0
 
     def to(self, device: torch.device) -> NodeGaussians:
-        return NodeGaussians(self.means.to(device), self.inverse_cholesky.to(device), self.counts.to(device))
+        return NodeGaussians(
+            self.means.to(device), self.inverse_cholesky.to(device), self.counts.to(device), self.ridge
+        )
 
     @property
     def nbytes(self) -> int:
@@ -85,7 +94,7 @@ def fit_node_gaussians(
     assignments: torch.Tensor,
     n_nodes: int,
     fallback_means: torch.Tensor,
-    lam: float,
+    lam: float | None,
     shrinkage: float,
     device: torch.device,
     monitor: Monitor | None = None,
@@ -120,6 +129,8 @@ def fit_node_gaussians(
     pooled = (gram - (means[hit] * counts_dev[hit].unsqueeze(1)).T @ means[hit]) / max(
         int(counts.sum()) - len(hit_nodes), 1
     )
+    if lam is None:
+        lam = max(RELATIVE_RIDGE * float(pooled.trace()) / dims, 1e-6)
 
     # Pass 2: each node's scatter from its contiguous slice of the sorted patches, then shrunk, regularised
     # covariances, chunk by chunk, inverted through their Cholesky factors.
@@ -148,7 +159,7 @@ def fit_node_gaussians(
             cov.diagonal(dim1=1, dim2=2).add_(lam)
         inverse[start:stop] = inverse_cholesky(cov)
     monitor.step("statistics", n_nodes, n_nodes)
-    return NodeGaussians(means.float(), inverse, counts.to(device))
+    return NodeGaussians(means.float(), inverse, counts.to(device), float(lam))
 
 
 def mahalanobis_to_nodes(x: torch.Tensor, nodes: torch.Tensor, gaussians: NodeGaussians) -> torch.Tensor:
@@ -203,7 +214,7 @@ def fit_position_gaussians(
         inverse[start : start + position_chunk] = inverse_cholesky(cov)
     monitor.step("statistics", positions, positions)
     counts = torch.full((positions,), n, dtype=torch.int64, device=device)
-    return NodeGaussians(means, inverse, counts)
+    return NodeGaussians(means, inverse, counts, float(lam))
 
 
 def mahalanobis_per_position(

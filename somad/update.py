@@ -221,4 +221,4 @@ def merge_node_statistics(
             cov = torch.where(count >= 2, node_cov, pooled.expand_as(node_cov)) + lam * eye
             inverse[nodes] = inverse_cholesky(cov)
     monitor.step("statistics", n_nodes, n_nodes)
-    return NodeGaussians(mu.float(), inverse, n.to(torch.int64))
+    return NodeGaussians(mu.float(), inverse, n.to(torch.int64), float(lam))

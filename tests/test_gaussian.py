@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from somad.gaussian import NodeGaussians, fit_node_gaussians, gaussian_bytes, mahalanobis_to_nodes
+from somad.gaussian import (
+    RELATIVE_RIDGE,
+    NodeGaussians,
+    fit_node_gaussians,
+    gaussian_bytes,
+    mahalanobis_to_nodes,
+)
 from somad.progress import Monitor
 from somad.som import BatchSOM
 
@@ -202,4 +208,25 @@ def test_lambda_is_added_to_the_diagonal(lam):
     big = _fit(x, assign, lam=lam)
     np.testing.assert_allclose(
         _covariance(big, 0) - _covariance(small, 0), (lam - 1e-6) * np.eye(DIMS), atol=1e-3
+    )
+
+
+def test_the_auto_ridge_follows_the_spread_of_the_patches_around_their_nodes():
+    rng = np.random.default_rng(11)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (600, DIMS)))
+    assign = torch.from_numpy(rng.integers(0, 6, 600))
+    fitted = fit_node_gaussians(x, assign, 6, torch.zeros(6, DIMS), None, 0.0, CPU)
+    within = torch.cat([x[assign == j] - x[assign == j].mean(0) for j in range(6)])
+    expected = RELATIVE_RIDGE * float((within * within).sum()) / (600 - 6) / DIMS
+    assert fitted.ridge == pytest.approx(expected, rel=1e-6)
+    scaled = fit_node_gaussians(10 * x, assign, 6, torch.zeros(6, DIMS), None, 0.0, CPU)
+    assert scaled.ridge == pytest.approx(100 * fitted.ridge, rel=1e-6)
+    # a scale-free statistic: the same Mahalanobis distances for features ten times larger
+    queries = torch.from_numpy(rng.normal(0.0, 1.5, (40, DIMS))).float()
+    nodes = torch.from_numpy(rng.integers(0, 6, (40, 2)))
+    torch.testing.assert_close(
+        mahalanobis_to_nodes(10 * queries, nodes, scaled),
+        mahalanobis_to_nodes(queries, nodes, fitted),
+        rtol=1e-4,
+        atol=1e-4,
     )

@@ -1,8 +1,8 @@
 """PaDiM (Defard et al., ICPR 2020): a Gaussian per feature-grid position, Mahalanobis distance to it.
 
 For grid position p, over the N training images: ``mu_p`` is the mean patch feature and
-``Sigma_p = 1/(N-1) sum_n (f_np - mu_p)(f_np - mu_p)^T + lambda I`` (``lambda`` is ``statistics.lam``,
-0.01 as in the paper). A test patch at p scores ``sqrt((f - mu_p)^T Sigma_p^-1 (f - mu_p))``. The statistics
+``Sigma_p = 1/(N-1) sum_n (f_np - mu_p)(f_np - mu_p)^T + lambda I`` (``lambda`` is ``statistics.lam``, shared
+with SOMAD; Auto gives 0.01, as in the paper). A test patch at p scores ``sqrt((f - mu_p)^T Sigma_p^-1 (f - mu_p))``. The statistics
 and the distance are SOMAD's own code (:mod:`somad.gaussian`): the same regularised inverse Cholesky factors,
 the same float64 accumulation, one factor per position instead of per SOM node. Maps then go through the
 same upsampling and smoothing as SOMAD's.
@@ -13,6 +13,7 @@ Memory: positions x d x d float32 factors (3136 x 200^2 x 4 bytes = 0.5 GB at 22
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 
@@ -20,6 +21,9 @@ from somad.features import BACKBONE_BYTES, estimated_grid
 from somad.gaussian import NodeGaussians, fit_position_gaussians, mahalanobis_per_position
 from somad.methods.base import FEATURE_OPTIONS, RUN_OPTIONS, Detector, FeatureSet
 from somad.progress import Monitor
+
+#: λ of PaDiM's paper, what ``statistics.lam`` Auto gives PaDiM.
+PAPER_RIDGE = 0.01
 
 
 class PadimDetector(Detector):
@@ -36,6 +40,9 @@ class PadimDetector(Detector):
         assert features.patches is not None, "PaDiM needs patch features"
         n, gh, gw, d = features.patches.shape
         self.grid = (gh, gw)
+        statistics = self.config.statistics
+        if statistics.lam is None:
+            self.config = replace(self.config, statistics=replace(statistics, lam=PAPER_RIDGE))
         self.gaussians = fit_position_gaussians(
             features.patches.reshape(n, gh * gw, d), self.config.statistics.lam, self.device, monitor
         )
@@ -91,4 +98,6 @@ class PadimDetector(Detector):
             if tuple(t.shape) != shape:
                 raise ValueError(f"tensor {name} has shape {tuple(t.shape)}, expected {shape}")
         self.grid = (gh, gw)
-        self.gaussians = NodeGaussians(means.float(), inverse.float(), counts).to(self.device)
+        self.gaussians = NodeGaussians(
+            means.float(), inverse.float(), counts, self.config.statistics.lam or 0.0
+        ).to(self.device)
