@@ -44,8 +44,8 @@ def main() -> int:
     folders = somad.find_categories(args.data)
     if args.categories:
         folders = [f for f in folders if f.name in args.categories.split(",")]
-    print("| category | min_epoch_share | seed | image / pixel AUROC / PRO | fit s | QE / TE |")
-    print("|---|---|---|---|---|---|")
+    print("| category | min_epoch_share | seed | image / pixel AUROC / PRO | fit s | QE / TE | λ |")
+    print("|---|---|---|---|---|---|---|")
     for folder in folders:
         train, test, kept = load(folder, base, cache)
         labels = np.array([s.label for s in kept])
@@ -70,7 +70,7 @@ def main() -> int:
                 print(
                     f"| {folder.name} | {share} | {seed} | {r['image_auroc']:.3f} / {r['pixel_auroc']:.3f} / "
                     f"{r['pro']:.3f} | {fit_s:.1f} | {s['som_quantization_error']:.2f} / "
-                    f"{s['som_topographic_error']:.3f} |",
+                    f"{s['som_topographic_error']:.3f} | {detector.config.statistics.lam:.3g} |",
                     flush=True,
                 )
     return 0
