@@ -6,7 +6,7 @@ Nearest nodes are found by Euclidean distance to the SOM weights among the nodes
 Gaussians are centred on the mean of the patches each node won (see :mod:`somad.gaussian`).
 
 Where the defaults depart from the paper, each measured in BENCHMARKS.md ("Why SOMAD loses where it loses" and
-"Making SOMAD cheaper"):
+"Making SOMAD cheaper and steadier"):
 
 - The patches ``f`` of Eqs. 1 to 3 are locally aggregated (:mod:`somad.aggregation`: the mean over a 3 x 3
   window, every second cell) instead of single grid cells: a patch carries its neighbourhood, and a quarter of
