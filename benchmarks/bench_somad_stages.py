@@ -7,49 +7,35 @@ the scoring head split into the nearest-node search (Eq. 1), the Mahalanobis dis
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-import somad
-from somad.extraction import FeatureSet
-from somad.feature_cache import FeatureCache
-from somad.features import configure_threads
+sys.path.insert(0, str(Path(__file__).parent))
+from cached_categories import categories, defaults, parser, training_set
+
 from somad.gaussian import mahalanobis_to_nodes
 from somad.maps import anomaly_maps
 from somad.methods.registry import create_detector
 
-sys.path.insert(0, str(Path(__file__).parent))
-from somad_analysis import load
-
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data")
-    parser.add_argument("--cache")
-    parser.add_argument("--categories")
-    args = parser.parse_args()
-    configure_threads()
-    base = somad.SomadConfig().with_changes(max_train=200).validate()
-    cache = FeatureCache(args.cache or somad.bench.default_cache_folder(), device=torch.device("cpu"))
-    folders = somad.find_categories(args.data)
-    if args.categories:
-        folders = [f for f in folders if f.name in args.categories.split(",")]
+    args = parser(__doc__).parse_args()
+    base = defaults()
     print(
         "| category | map | fit s: map (training, assignment) / statistics / all | head ms per image: search / "
-        "Mahalanobis / maps / all | nodes a batch |"
+        "Mahalanobis / maps / all | nodes read a batch |"
     )
     print("|---|---|---|---|---|")
-    for folder in folders:
-        train, test, kept = load(folder, base, cache)
+    for category in categories(args):
+        test = category.test
         detector = create_detector("somad", base, {}, torch.device("cpu"))
         t0 = time.perf_counter()
-        detector.fit(FeatureSet(train.features.patches, {}), None)
+        detector.fit(training_set(category), None)
         fit_s = time.perf_counter() - t0
-        batch, k, n = base.features.batch_size, detector.config.scoring.k, len(kept)
+        batch, k, n = base.features.batch_size, detector.config.scoring.k, len(category.kept)
         search, searched = detector.node_search()
         seconds = {"search": 0.0, "mahalanobis": 0.0, "maps": 0.0}
         unique = 0
@@ -76,7 +62,7 @@ def main() -> int:
         fit = detector.fit_seconds
         side = detector.config.som.rows
         print(
-            f"| {folder.name} | {side} x {side} | {fit['som']:.1f} / {fit['statistics']:.1f} / {fit_s:.1f} | "
+            f"| {category.name} | {side} x {side} | {fit['som']:.1f} / {fit['statistics']:.1f} / {fit_s:.1f} | "
             f"{ms['search']:.1f} / {ms['mahalanobis']:.1f} / {ms['maps']:.1f} / {sum(ms.values()):.1f} | "
             f"{unique / -(-n // batch):.0f} of {search.n_nodes} |",
             flush=True,

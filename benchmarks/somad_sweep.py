@@ -9,24 +9,19 @@ default configuration (``--max-train 200``, as ``somad bench``) is the first row
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import somad
-from somad.evaluation import truth_masks
-from somad.extraction import FeatureSet
-from somad.feature_cache import FeatureCache
-from somad.features import configure_threads
-from somad.maps import reduce_map
-from somad.methods.registry import create_detector
 
 sys.path.insert(0, str(Path(__file__).parent))
-from somad_analysis import evaluate_maps, load
+from cached_categories import categories, defaults, parser, score_in_batches, training_set
+from somad_analysis import evaluate_maps
+
+from somad.methods.registry import create_detector
 
 
 def variants(items: list[str]) -> list[tuple[str, dict]]:
@@ -40,47 +35,30 @@ def variants(items: list[str]) -> list[tuple[str, dict]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data")
-    parser.add_argument("changes", nargs="*", help="NAME=V1,V2,...")
-    parser.add_argument("--cache")
-    parser.add_argument("--categories")
-    args = parser.parse_intermixed_args()
-    configure_threads()
-    base = somad.SomadConfig().with_changes(max_train=200).validate()
-    cache = FeatureCache(args.cache or somad.bench.default_cache_folder(), device=torch.device("cpu"))
-    folders = somad.find_categories(args.data)
-    if args.categories:
-        folders = [f for f in folders if f.name in args.categories.split(",")]
+    command = parser(__doc__)
+    command.add_argument("changes", nargs="*", help="NAME=V1,V2,...")
+    args = command.parse_intermixed_args()
+    base = defaults()
     rows: dict[str, dict[str, str]] = {}
-    for folder in folders:
-        train, test, kept = load(folder, base, cache)
-        labels = np.array([s.label for s in kept])
-        masks = truth_masks(kept, [reduce_map(np.zeros(s, np.float32)).shape for s in test.sizes])
+    names = []
+    for category in categories(args):
+        names.append(category.name)
         for label, change in variants(args.changes):
             config = somad.apply_options(base, change).validate()
             detector = create_detector("somad", config, {}, torch.device("cpu"))
             t0 = time.perf_counter()
-            detector.fit(FeatureSet(train.features.patches, {}), None)
+            detector.fit(training_set(category), None)
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            batch = config.features.batch_size  # as `somad bench` scores
-            with torch.inference_mode():
-                scores = torch.cat(
-                    [
-                        detector.score(FeatureSet(test.features.patches[i : i + batch]))
-                        for i in range(0, len(kept), batch)
-                    ]
-                )
-            head_ms = 1000 * (time.perf_counter() - t0) / len(kept)
-            res = evaluate_maps(scores, detector.config, test.sizes, labels, masks)
+            scores = score_in_batches(detector, category)
+            head_ms = 1000 * (time.perf_counter() - t0) / len(category.kept)
+            res = evaluate_maps(scores, detector.config, category.test.sizes, category.labels, category.masks)
             s = detector.fit_summary
-            rows.setdefault(label, {})[folder.name] = (
+            rows.setdefault(label, {})[category.name] = (
                 f"{res['image_auroc']:.3f} / {res['pixel_auroc']:.3f} / {res['pro']:.3f}; {fit_s:.0f} s, "
                 f"{head_ms:.0f} ms; {s['som_quantization_error']:.2f} / {s['som_topographic_error']:.3f}"
             )
-            print(f"{folder.name} {label}: {rows[label][folder.name]}", file=sys.stderr, flush=True)
-    names = [f.name for f in folders]
+            print(f"{category.name} {label}: {rows[label][category.name]}", file=sys.stderr, flush=True)
     print("| setting (image / pixel AUROC / PRO; fit, head; QE / TE) | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for label, by_category in rows.items():
