@@ -4,7 +4,7 @@ Defaults follow Li et al., "Anomaly Detection via Self-Organizing Map" (SOMAD, I
 did not show better: stages at strides 4, 8 and 16 upsampled to the stride-4 grid, a SOM initialised with the
 per-position mean of training patches, Gaussian smoothing with sigma = 4 at a 224 x 224 input. Departures
 (EfficientNet-Lite0 on its bundled ImageNet weights; 3 x 3 aggregated patches every second cell, a map sized
-to the training patches, k = 2) are each measured in BENCHMARKS.md. The SOM's section is in
+to the training patches, a ridge relative to the patches' spread) are each measured in BENCHMARKS.md. The SOM's section is in
 :mod:`somad.som_config`.
 """
 
@@ -253,11 +253,11 @@ class ScoringConfig:
     """Anomaly-map options: ``k`` nearest nodes (Eq. 1), Gaussian smoothing ``sigma`` in pixels of a 224 grid."""
 
     k: int = field(
-        default=2,
+        default=4,
         metadata=_doc(
             "k nearest nodes",
-            "Each patch is scored against its k nearest SOM nodes (Eq. 1; the paper: 4). Larger k reaches\n"
-            "broader node Gaussians that make defects look normal (measured in BENCHMARKS.md).",
+            "Each patch is scored against its k nearest SOM nodes (Eq. 1; the paper: 4), the smallest\n"
+            "Mahalanobis distance among them (measured in BENCHMARKS.md).",
             "Statistics and scoring",
             "int",
             1,

@@ -14,18 +14,18 @@ Where the defaults depart from the paper, each measured in BENCHMARKS.md ("Why S
 - The map is sized to the training patches (about 25 per node, at most 80 x 80) instead of a fixed 56 x 56:
   with fewer patches a node's Gaussian rests on too few of them, with more a finer map localises better
   (``som.rows`` and ``som.cols`` 0).
-- k = 2 instead of 4: a larger k reaches broader node Gaussians, which make defects look normal.
 - λ in Eq. 2 is half the mean per-channel variance of the patches around their nodes' means instead of 0.01
   (``statistics.lam`` Auto, :data:`somad.gaussian.RELATIVE_RIDGE`): a node's Gaussian rests on about 25
   patches in 176 channels, so its covariance is singular in most directions and λ alone sets its spread
   there. At 0.01 a normal patch a little off its node's few patches scored as a defect, and where that
   happened depended on the SOM's random draws (screw's PRO 0.931 to 0.963 over five seeds); relative to the
-  features' own spread, λ does not depend on the backbone's scale.
+  features' own spread, λ does not depend on the backbone's scale. With it, the paper's k = 4 is again the best
+  k (at λ = 0.01, k = 2 was: a larger k reached node Gaussians that made defects look normal).
 - The SOM's training (Section 2.2) draws 100,000 patches an epoch, and its epochs with a wide neighbourhood
   fewer (:func:`somad.som.epoch_samples`, ``som.samples_per_epoch``, ``som.min_epoch_share``): a batch update
   averages each node over its whole neighbourhood, which a sample already estimates.
 
-``patch_window = patch_stride = 1``, ``rows = cols = 56``, ``k = 4``, ``samples_per_epoch = 0`` and
+``patch_window = patch_stride = 1``, ``rows = cols = 56``, ``lam = 0.01``, ``samples_per_epoch = 0`` and
 ``min_epoch_share = 1`` give the paper's method as before. Nearest nodes are searched exactly unless
 ``som.search_dims`` asks for a search through principal directions (:mod:`somad.node_search`).
 """
