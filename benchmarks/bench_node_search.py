@@ -53,12 +53,12 @@ def main() -> int:
             detector._search = None
             search, _ = detector.node_search()
             with torch.inference_mode():
-                search.nearest(patches[0], k)
+                search.indices(patches[0], k)
                 t0 = time.perf_counter()
                 if label == "exact, one block":
                     found = [NodeSearch.forward(search, x, k) for x in patches]
                 else:
-                    found = [search.nearest(x, k)[0] for x in patches]
+                    found = [search.indices(x, k) for x in patches]
                 ms = 1000 * (time.perf_counter() - t0) / n
             scores = score_in_batches(detector, category)
             found = torch.cat(found).sort(1).values

@@ -46,7 +46,7 @@ def main() -> int:
                 grid = detector.aggregated(test.features.patches[start:stop].float())
                 b, gh, gw, d = grid.shape
                 x = grid.reshape(-1, d)
-                nearest = searched[search.nearest(x, k)[0]]
+                nearest = searched[search.indices(x, k)]
                 t1 = time.perf_counter()
                 scores = (
                     mahalanobis_to_nodes(x, nearest, detector.gaussians).min(1).values.sqrt().view(b, gh, gw)

@@ -4,8 +4,8 @@ Defaults follow Li et al., "Anomaly Detection via Self-Organizing Map" (SOMAD, I
 did not show better: stages at strides 4, 8 and 16 upsampled to the stride-4 grid, a SOM initialised with the
 per-position mean of training patches, Gaussian smoothing with sigma = 4 at a 224 x 224 input. Departures
 (EfficientNet-Lite0 on its bundled ImageNet weights; 3 x 3 aggregated patches every second cell, a map sized
-to the training patches, a ridge relative to the patches' spread) are each measured in BENCHMARKS.md. The SOM's section is in
-:mod:`somad.som_config`.
+to the training patches, a ridge relative to the patches' spread) are each measured in BENCHMARKS.md. The
+SOM's section is in :mod:`somad.som_config`.
 """
 
 from __future__ import annotations

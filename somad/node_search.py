@@ -52,18 +52,18 @@ class NodeSearch(torch.nn.Module):
         self.candidates = n_nodes if self.exhaustive else candidates
         self.register_buffer("weights", weights)
         self.register_buffer("squared", (weights * weights).sum(1))
-        if self.exhaustive:
-            centre, basis = torch.zeros(d), torch.eye(d)
-        else:
+        unused = weights.new_zeros(0)
+        centre = basis = projected = unused
+        if not self.exhaustive:
             centre = weights.mean(0)
             # principal directions in float64: the same basis whatever the library's float32 blocking
             _, _, vh = torch.linalg.svd((weights - centre).double(), full_matrices=False)
             basis = vh[:dims].T.float().contiguous()
-        projected = (weights - centre) @ basis
-        self.register_buffer("centre", centre.to(weights.device))
-        self.register_buffer("basis", basis.to(weights.device))
-        self.register_buffer("projected", projected.contiguous())
-        self.register_buffer("projected_squared", (projected * projected).sum(1))
+            projected = ((weights - centre) @ basis).contiguous()
+        self.register_buffer("centre", centre)
+        self.register_buffer("basis", basis)
+        self.register_buffer("projected", projected)
+        self.register_buffer("projected_squared", (projected * projected).sum(-1))
 
     @property
     def n_nodes(self) -> int:
@@ -74,54 +74,50 @@ class NodeSearch(torch.nn.Module):
         """Query rows per block (module doc)."""
         return max(32, min(8192, BLOCK_ELEMENTS // self.n_nodes))
 
+    def shifted(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The candidates (n, c) of each row of ``x`` and their ``||m||^2 - 2 x.m`` (n, c), the squared distance
+        less the row's constant ``||x||^2``; candidates ``None``: every node, in order."""
+        if self.exhaustive:
+            return None, torch.addmm(self.squared, x, self.weights.T, alpha=-2.0)
+        q = (x - self.centre) @ self.basis
+        coarse = torch.addmm(self.projected_squared, q, self.projected.T, alpha=-2.0)
+        wide = torch.topk(coarse, self.candidates, dim=1, largest=False).indices
+        return wide, self.squared[wide] - 2.0 * torch.einsum("ncd,nd->nc", self.weights[wide], x)
+
     def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (n, k) of the k nearest nodes of each row of ``x`` (n, d), nearest first."""
         k = min(k, self.n_nodes)
-        if self.exhaustive:
-            shifted = torch.addmm(self.squared, x, self.weights.T, alpha=-2.0)
-            candidates = torch.topk(shifted, min(k + RERANKED, self.n_nodes), dim=1, largest=False).indices
-        else:
-            q = (x - self.centre) @ self.basis
-            coarse = torch.addmm(self.projected_squared, q, self.projected.T, alpha=-2.0)
-            wide = torch.topk(coarse, self.candidates, dim=1, largest=False).indices  # (n, c)
-            near = self.weights[wide]  # (n, c, d)
-            shifted = self.squared[wide] - 2.0 * torch.einsum("ncd,nd->nc", near, x)
-            order = torch.topk(shifted, min(k + RERANKED, self.candidates), dim=1, largest=False).indices
-            candidates = wide.gather(1, order)
+        wide, shifted = self.shifted(x)
+        order = torch.topk(shifted, min(k + RERANKED, shifted.shape[1]), dim=1, largest=False).indices
+        candidates = order if wide is None else wide.gather(1, order)
         return rerank(x, self.weights, candidates, k)
+
+    def _blocks(self, x: torch.Tensor):
+        for start in range(0, x.shape[0], self.block):
+            yield x[start : start + self.block].to(self.weights.device, torch.float32)
+
+    @torch.inference_mode()
+    def indices(self, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+        """:meth:`forward` block by block: indices (n, k) of the k nearest nodes, nearest first."""
+        k = min(k, self.n_nodes)
+        found = [self.forward(block, k) for block in self._blocks(x)]
+        return torch.cat(found) if found else torch.zeros(0, k, dtype=torch.long, device=self.weights.device)
 
     @torch.inference_mode()
     def nearest(self, x: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices (n, k) of the k nearest nodes, nearest first, and their squared distances (n, k)."""
-        k = min(k, self.n_nodes)
-        found, squared = [], []
-        for start in range(0, x.shape[0], self.block):
-            block = x[start : start + self.block].to(self.weights.device, torch.float32)
-            idx = self.forward(block, k)
-            diff = block.unsqueeze(1) - self.weights[idx]
-            found.append(idx)
-            squared.append((diff * diff).sum(-1))
-        if not found:
-            empty = torch.zeros(0, k, device=self.weights.device)
-            return empty.long(), empty
-        return torch.cat(found), torch.cat(squared)
+        idx = self.indices(x, k)
+        diff = x.to(self.weights.device, torch.float32).unsqueeze(1) - self.weights[idx]
+        return idx, (diff * diff).sum(-1)
 
     @torch.inference_mode()
     def best(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The nearest node (n,) of each row of ``x`` and its squared distance (n,), in float32 throughout:
         the best-matching units of the SOM's training, where a near tie may go either way."""
         best, squared = [], []
-        for start in range(0, x.shape[0], self.block):
-            block = x[start : start + self.block].to(self.weights.device, torch.float32)
-            if self.exhaustive:
-                shifted, idx = torch.addmm(self.squared, block, self.weights.T, alpha=-2.0).min(1)
-            else:
-                q = (block - self.centre) @ self.basis
-                coarse = torch.addmm(self.projected_squared, q, self.projected.T, alpha=-2.0)
-                wide = torch.topk(coarse, self.candidates, dim=1, largest=False).indices
-                exact = self.squared[wide] - 2.0 * torch.einsum("ncd,nd->nc", self.weights[wide], block)
-                shifted, pick = exact.min(1)
-                idx = wide.gather(1, pick.unsqueeze(1)).squeeze(1)
-            best.append(idx)
-            squared.append((shifted + (block * block).sum(1)).clamp_min_(0.0))
+        for block in self._blocks(x):
+            wide, shifted = self.shifted(block)
+            value, pick = shifted.min(1)
+            best.append(pick if wide is None else wide.gather(1, pick.unsqueeze(1)).squeeze(1))
+            squared.append((value + (block * block).sum(1)).clamp_min_(0.0))
         return torch.cat(best), torch.cat(squared)

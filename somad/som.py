@@ -73,6 +73,13 @@ class BatchSOM:
         self.weights = torch.zeros(rows * cols, dim, device=device)
         self._coords = grid_coordinates(rows, cols, device)
 
+    @classmethod
+    def from_config(cls, config: SomConfig, dim: int, device: torch.device) -> BatchSOM:
+        """A map of ``config``'s size, chunks and node search."""
+        return cls(
+            config.rows, config.cols, dim, device, config.chunk_size, config.search_dims, config.candidates
+        )
+
     @property
     def n_nodes(self) -> int:
         return self.rows * self.cols
@@ -262,9 +269,7 @@ def train_som(
     """Initialise (positional, PCA or random, per ``config.init``) and train a SOM on (N, gh, gw, d) features."""
     dims = position_features.shape[-1]
     patches = position_features.reshape(-1, dims)
-    som = BatchSOM(
-        config.rows, config.cols, dims, device, config.chunk_size, config.search_dims, config.candidates
-    )
+    som = BatchSOM.from_config(config, dims, device)
     if config.init == "positional":
         som.init_positional(position_features.mean(0).permute(2, 0, 1))
     elif config.init == "pca":

@@ -115,15 +115,7 @@ def continue_som(detector, patches: torch.Tensor, monitor: Monitor) -> torch.Ten
     config = detector.config.som
     counts = detector.gaussians.counts.to(patches.device, torch.float32)
     anchor_sums = detector.gaussians.means.to(patches.device) * counts.unsqueeze(1)
-    som = BatchSOM(
-        config.rows,
-        config.cols,
-        patches.shape[1],
-        patches.device,
-        config.chunk_size,
-        config.search_dims,
-        config.candidates,
-    )
+    som = BatchSOM.from_config(config, patches.shape[1], patches.device)
     som.weights = detector.som_weights.to(patches.device).clone()
     for epoch in range(CONTINUATION_EPOCHS):
         monitor.step("som", epoch, CONTINUATION_EPOCHS)

@@ -1,11 +1,11 @@
 """PaDiM (Defard et al., ICPR 2020): a Gaussian per feature-grid position, Mahalanobis distance to it.
 
 For grid position p, over the N training images: ``mu_p`` is the mean patch feature and
-``Sigma_p = 1/(N-1) sum_n (f_np - mu_p)(f_np - mu_p)^T + lambda I`` (``lambda`` is ``statistics.lam``, shared
-with SOMAD; Auto gives 0.01, as in the paper). A test patch at p scores ``sqrt((f - mu_p)^T Sigma_p^-1 (f - mu_p))``. The statistics
-and the distance are SOMAD's own code (:mod:`somad.gaussian`): the same regularised inverse Cholesky factors,
-the same float64 accumulation, one factor per position instead of per SOM node. Maps then go through the
-same upsampling and smoothing as SOMAD's.
+``Sigma_p = 1/(N-1) sum_n (f_np - mu_p)(f_np - mu_p)^T + lambda I`` (``lambda`` is ``statistics.lam``,
+shared with SOMAD; Auto gives 0.01, as in the paper). A test patch at p scores
+``sqrt((f - mu_p)^T Sigma_p^-1 (f - mu_p))``. The statistics and the distance are SOMAD's own code
+(:mod:`somad.gaussian`): the same regularised inverse Cholesky factors, the same float64 accumulation, one
+factor per position instead of per SOM node. Maps then go through the same upsampling and smoothing as SOMAD's.
 
 Memory: positions x d x d float32 factors (3136 x 200^2 x 4 bytes = 0.5 GB at 224 px and d = 200).
 """

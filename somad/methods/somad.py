@@ -222,16 +222,7 @@ class SomadDetector(Detector):
 
     def fitted_som(self) -> BatchSOM:
         """The fitted map, searched as configured."""
-        config = self.config.som
-        som = BatchSOM(
-            config.rows,
-            config.cols,
-            self.som_weights.shape[1],
-            self.device,
-            config.chunk_size,
-            config.search_dims,
-            config.candidates,
-        )
+        som = BatchSOM.from_config(self.config.som, self.som_weights.shape[1], self.device)
         som.weights = self.som_weights
         return som
 
@@ -267,7 +258,7 @@ class SomadDetector(Detector):
         x = patches.reshape(-1, d)
         search, searched = self.node_search()
         k = min(self.config.scoring.k, search.n_nodes)
-        nearest = searched[search.nearest(x, k)[0]]
+        nearest = searched[search.indices(x, k)]
         d2 = mahalanobis_to_nodes(x, nearest, self.gaussians)
         best_d2, best_pos = d2.min(1)
         best = nearest.gather(1, best_pos.unsqueeze(1)).squeeze(1)
